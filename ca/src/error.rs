@@ -1,0 +1,82 @@
+//! The CA crate's error type.
+
+/// Everything the CA core can refuse or fail at. Each variant says *what* was wrong so the
+/// edge can map it to a precise status code and a message the user can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A SPIFFE ID or trust domain failed to parse.
+    #[error("invalid SPIFFE ID: {0}")]
+    InvalidId(String),
+    /// A duration, TTL or TTL bound is malformed or out of range.
+    #[error("invalid duration: {0}")]
+    InvalidDuration(String),
+    /// A key type mnemonic is unknown.
+    #[error("unknown key type {0:?}: use one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")]
+    UnknownKeyType(String),
+    /// The CSR is larger than allowed.
+    #[error("CSR is {len} bytes; at most {max} are accepted")]
+    CsrTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The CSR is not a well-formed PKCS#10 request (PEM or DER).
+    #[error("malformed CSR: {0}")]
+    MalformedCsr(String),
+    /// The CSR's signature does not verify with its own public key (no proof of possession).
+    #[error("CSR signature does not verify with the CSR's public key")]
+    CsrSignature,
+    /// The CSR's key type is not one the CA signs.
+    #[error("unsupported key: {0}; accepted: ECDSA P-256, ECDSA P-384, RSA 2048-4096")]
+    UnsupportedKey(String),
+    /// The CSR asks for something the CA never issues (a CA certificate, an IP SAN, ...).
+    #[error("CSR rejected: {0}")]
+    CsrRejected(String),
+    /// The CSR's identity differs from the one the caller proved.
+    #[error(
+        "caller proved {proven} but the CSR asks for {requested}; a caller may only obtain its own identity"
+    )]
+    IdentityMismatch {
+        /// What the CSR asked for.
+        requested: String,
+        /// What the caller proved.
+        proven: String,
+    },
+    /// The CSR names a DNS SAN the caller's credential does not grant.
+    #[error("DNS name {0:?} is not granted to this caller")]
+    DnsNotAllowed(String),
+    /// The requested TTL exceeds the maximum and the policy rejects rather than clamps.
+    #[error("requested TTL {requested}s exceeds the maximum of {max}s")]
+    TtlTooLong {
+        /// Requested seconds.
+        requested: u64,
+        /// Maximum seconds.
+        max: u64,
+    },
+    /// A certificate presented to the CA failed to parse or verify.
+    #[error("certificate rejected: {0}")]
+    BadCertificate(String),
+    /// A private key failed to parse, generate or sign.
+    #[error("key error: {0}")]
+    Key(String),
+    /// Building or signing a certificate failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// The store failed; the operation had no effect.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// Stored state is inconsistent or unreadable.
+    #[error("stored CA state is corrupt: {0}")]
+    Corrupt(String),
+    /// A serial number collided with an issued one (astronomically unlikely; retried).
+    #[error("serial number already used")]
+    SerialReused,
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,213 @@
+//! Building and signing certificates with rcgen: leaves per the X509-SVID specification
+//! (github.com/spiffe/spiffe, standards/X509-SVID.md) and CA certificates.
+
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
+};
+
+use crate::key::RcgenSigner;
+use crate::{CaSigningKey, Error, KeyType, LeafTemplate};
+
+/// A certificate this CA signed.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// notBefore.
+    pub not_before: SystemTime,
+    /// notAfter.
+    pub not_after: SystemTime,
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint: String,
+}
+
+/// The facts about an issuing CA certificate that signing needs.
+pub struct IssuerRef<'a> {
+    /// The CA's subject, exactly as encoded in its certificate.
+    pub subject: &'a DistinguishedName,
+    /// The CA's subject key identifier (becomes the leaf's authority key identifier).
+    pub key_id: &'a [u8],
+    /// The CA's notAfter: nothing it signs outlives it.
+    pub not_after: SystemTime,
+    /// The CA's key.
+    pub key: &'a dyn CaSigningKey,
+}
+
+impl IssuerRef<'_> {
+    fn rcgen(&self) -> Issuer<'static, RcgenSigner<'_>> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = self.subject.clone();
+        p.key_identifier_method = KeyIdMethod::PreSpecified(self.key_id.to_vec());
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Issuer::new(p, RcgenSigner(self.key))
+    }
+}
+
+/// Signs a leaf for `template`: one URI SAN, `cA=false`, critical keyUsage
+/// digitalSignature (+keyEncipherment for RSA only, RFC 8813), EKU server+client auth,
+/// empty subject with a critical SAN, a random 127-bit serial, notBefore backdated by
+/// `backdate`, notAfter never beyond the issuer's.
+pub fn sign_leaf(
+    template: &LeafTemplate,
+    issuer: &IssuerRef<'_>,
+    now: SystemTime,
+    backdate: Duration,
+) -> Result<Issued, Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    let uri = template
+        .id
+        .as_str()
+        .try_into()
+        .map_err(|_| Error::Signing("SPIFFE ID is not IA5".into()))?;
+    p.subject_alt_names.push(SanType::URI(uri));
+    for dns in &template.dns_names {
+        let name = dns
+            .as_str()
+            .try_into()
+            .map_err(|_| Error::Signing(format!("DNS name {dns:?} is not IA5")))?;
+        p.subject_alt_names.push(SanType::DnsName(name));
+    }
+    for ip in &template.ip_addrs {
+        p.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if template.key_type.is_rsa() {
+        p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+    }
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.use_authority_key_identifier_extension = true;
+    let not_after = (now + template.lifetime).min(issuer.not_after);
+    if not_after <= now {
+        return Err(Error::Signing(
+            "the issuing CA has expired; renew the intermediate".into(),
+        ));
+    }
+    sign(
+        p,
+        now - backdate,
+        not_after,
+        &SubjectKey::raw(template.key_type, &template.public_key),
+        issuer,
+    )
+}
+
+/// Signs a CA certificate (root when `issuer` is `None`: self-signed).
+pub(crate) fn sign_ca(
+    subject: &DistinguishedName,
+    key: &dyn CaSigningKey,
+    key_id: &[u8],
+    path_len: Option<u8>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    issuer: Option<&IssuerRef<'_>>,
+) -> Result<Issued, Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = subject.clone();
+    p.is_ca = match path_len {
+        Some(n) => IsCa::Ca(rcgen::BasicConstraints::Constrained(n)),
+        None => IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+    };
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.key_identifier_method = KeyIdMethod::PreSpecified(key_id.to_vec());
+    let subject_key = SubjectKey::raw(key.key_type(), key.public_key_raw());
+    match issuer {
+        Some(issuer) => {
+            p.use_authority_key_identifier_extension = true;
+            sign(
+                p,
+                not_before,
+                not_after.min(issuer.not_after),
+                &subject_key,
+                issuer,
+            )
+        }
+        None => {
+            p.serial_number = Some(random_serial());
+            p.not_before = not_before.into();
+            p.not_after = not_after.into();
+            let cert = p
+                .self_signed(&RcgenSigner(key))
+                .map_err(|e| Error::Signing(e.to_string()))?;
+            finish(cert.der().to_vec())
+        }
+    }
+}
+
+/// A subject DN `O=writ, CN=<cn>`.
+pub(crate) fn ca_subject(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "writ");
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn sign(
+    mut p: CertificateParams,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    subject_key: &SubjectKey<'_>,
+    issuer: &IssuerRef<'_>,
+) -> Result<Issued, Error> {
+    p.serial_number = Some(random_serial());
+    p.not_before = not_before.into();
+    p.not_after = not_after.into();
+    let cert = p
+        .signed_by(subject_key, &issuer.rcgen())
+        .map_err(|e| Error::Signing(e.to_string()))?;
+    finish(cert.der().to_vec())
+}
+
+fn finish(der: Vec<u8>) -> Result<Issued, Error> {
+    // Report the encoded (second-truncated) times, not the requested ones.
+    let info = crate::CertInfo::parse(&der)?;
+    Ok(Issued {
+        fingerprint: info.fingerprint,
+        serial: info.serial,
+        not_before: info.not_before,
+        not_after: info.not_after,
+        der,
+    })
+}
+
+/// A 127-bit random positive serial (RFC 5280 §4.1.2.2 allows 20 octets; CA/B asks ≥ 64 bits
+/// of entropy). The top byte is pinned to 0x40..0x7f so the encoding never needs a pad byte
+/// and is always 16 octets.
+pub(crate) fn random_serial() -> SerialNumber {
+    let mut b = [0u8; 16];
+    // The system RNG failing is unrecoverable for a CA; ring reports it as Unspecified.
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .unwrap_or_else(|_| panic!("system random number generator failed"));
+    b[0] = (b[0] & 0x3f) | 0x40;
+    SerialNumber::from_slice(&b)
+}
+
+/// A subject public key given as raw SPKI bit-string contents.
+struct SubjectKey<'a> {
+    kind: KeyType,
+    raw: &'a [u8],
+}
+
+impl<'a> SubjectKey<'a> {
+    fn raw(kind: KeyType, raw: &'a [u8]) -> Self {
+        Self { kind, raw }
+    }
+}
+
+impl rcgen::PublicKeyData for SubjectKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.raw
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.kind.signature_algorithm()
+    }
+}

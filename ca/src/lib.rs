@@ -1,0 +1,33 @@
+//! writ's certificate authority core: SPIFFE identity types, key types, CSR parsing and
+//! policy, leaf and CA issuance, CA generations, the trust bundle and durable storage.
+//!
+//! Nothing here touches the network. The policy and signing paths are synchronous and
+//! pure, so they are tested without a runtime; the server wraps them with gRPC and timers.
+#![forbid(unsafe_code)]
+
+mod authority;
+mod bundle;
+mod csr;
+mod error;
+mod generation;
+mod issuer;
+mod key;
+mod policy;
+mod spiffe;
+pub mod store;
+pub mod ttl;
+mod verify;
+pub mod x509;
+
+pub use authority::{Authority, CaSettings, Issuance};
+pub use bundle::TrustBundle;
+pub use csr::{Csr, MAX_CSR_LEN, OtherSan};
+pub use error::Error;
+pub use generation::{CaCert, Generation, GenerationState, Validity};
+pub use issuer::{Issued, IssuerRef, sign_leaf};
+pub use key::{CaSigningKey, KeyType, PrivateKey};
+pub use policy::{AuthMethod, Caller, LeafTemplate, Policy, SanMode, is_dns_name};
+pub use spiffe::{SpiffeId, TrustDomain};
+pub use ttl::{OverMax, Ttl, TtlBounds};
+pub use verify::{ALGORITHMS, Usage, VerifiedPeer, verify_chain};
+pub use x509::CertInfo;

@@ -1,0 +1,235 @@
+//! Durable state behind a [`Store`] trait, with the embedded sled implementation.
+//!
+//! The trait is shaped as a handful of named key-value trees with compare-and-swap and an
+//! append-only issuance log, so a PostgreSQL backend (one table per tree) can replace sled
+//! for multi-replica deployments. Every write returns only once it is durable.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// One issued certificate in the issuance log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceRecord {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The SPIFFE ID issued.
+    pub spiffe_id: String,
+    /// notBefore, Unix seconds.
+    pub not_before: u64,
+    /// notAfter, Unix seconds.
+    pub not_after: u64,
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint: String,
+    /// Subject key type mnemonic.
+    pub key_type: String,
+    /// How the caller authenticated (`admin`, `mtls`, `token`, `jwt`, `internal`).
+    pub auth: String,
+    /// The CA generation that signed it.
+    pub generation: u64,
+}
+
+/// Durable storage for CA state, the issuance log and later features' records.
+pub trait Store: Send + Sync {
+    /// Reads `key` from `tree`.
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Writes `key` in `tree`, durably.
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), Error>;
+    /// Replaces `key`'s value when it currently equals `old` (`None`: absent), durably;
+    /// returns whether it swapped. This is the primitive one-time use is built on.
+    fn compare_and_swap(
+        &self,
+        tree: &str,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Error>;
+    /// Every entry of `tree`, in key order.
+    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    /// Appends an issuance record; refuses a serial already in the log. Durable on return.
+    fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), Error>;
+    /// The newest `limit` records, newest first.
+    fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error>;
+    /// Calls `f` on every record, oldest first.
+    fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error>;
+    /// Number of records in the log.
+    fn issuance_count(&self) -> Result<u64, Error>;
+}
+
+const LOG: &str = "issuance_log";
+const SERIALS: &str = "issuance_serials";
+
+/// The embedded default: a sled database in the data directory.
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Storage(format!(
+                    "{} is locked by another process: is another `writ server` running on this data dir?",
+                    path.display()
+                )),
+                other => Error::Storage(format!("opening {}: {other}", path.display())),
+            })?;
+        Ok(Self { db })
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree, Error> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    fn durable(&self) -> Result<(), Error> {
+        // sled coalesces concurrent flushes into one fsync: this is the group commit.
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.tree(tree)?.insert(key, value)?;
+        self.durable()
+    }
+
+    fn compare_and_swap(
+        &self,
+        tree: &str,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Error> {
+        let swapped = self.tree(tree)?.compare_and_swap(key, old, new)?.is_ok();
+        if swapped {
+            self.durable()?;
+        }
+        Ok(swapped)
+    }
+
+    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        self.tree(tree)?
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(Error::from)
+            })
+            .collect()
+    }
+
+    fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), Error> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError as Abort;
+        let value = serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))?;
+        let (log, serials) = (self.tree(LOG)?, self.tree(SERIALS)?);
+        let id = self.db.generate_id()?.to_be_bytes();
+        (&log, &serials)
+            .transaction(|(log, serials)| {
+                if serials.get(record.serial.as_bytes())?.is_some() {
+                    return Err(Abort::Abort(()));
+                }
+                serials.insert(record.serial.as_bytes(), &id[..])?;
+                log.insert(&id[..], value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(()) => Error::SerialReused,
+                sled::transaction::TransactionError::Storage(e) => Error::from(e),
+            })?;
+        self.durable()
+    }
+
+    fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {
+        self.tree(LOG)?
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|r| {
+                let (_, v) = r?;
+                serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("issuance log: {e}")))
+            })
+            .collect()
+    }
+
+    fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error> {
+        for r in self.tree(LOG)?.iter() {
+            let (_, v) = r?;
+            let rec: IssuanceRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?;
+            f(&rec);
+        }
+        Ok(())
+    }
+
+    fn issuance_count(&self) -> Result<u64, Error> {
+        Ok(self.tree(LOG)?.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(serial: &str) -> IssuanceRecord {
+        IssuanceRecord {
+            serial: serial.into(),
+            spiffe_id: "spiffe://td/a".into(),
+            not_before: 1,
+            not_after: 2,
+            fingerprint: "ff".into(),
+            key_type: "ec-p256".into(),
+            auth: "mtls".into(),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn log_refuses_reused_serial_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(&dir.path().join("db")).unwrap();
+            s.record_issuance(&rec("01")).unwrap();
+            s.record_issuance(&rec("02")).unwrap();
+            assert!(matches!(
+                s.record_issuance(&rec("01")),
+                Err(Error::SerialReused)
+            ));
+            assert_eq!(s.issuance_count().unwrap(), 2);
+        }
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        let recent = s.recent_issuance(10).unwrap();
+        assert_eq!(
+            recent.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>(),
+            ["02", "01"]
+        );
+    }
+
+    #[test]
+    fn compare_and_swap_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        assert!(
+            s.compare_and_swap("t", b"k", None, Some(b"pending"))
+                .unwrap()
+        );
+        assert!(
+            s.compare_and_swap("t", b"k", Some(b"pending"), Some(b"used"))
+                .unwrap()
+        );
+        assert!(
+            !s.compare_and_swap("t", b"k", Some(b"pending"), Some(b"used"))
+                .unwrap()
+        );
+        assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"used"[..]));
+    }
+}
