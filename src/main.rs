@@ -1,1 +1,74 @@
-fn main() {}
+//! `writ`: the command-line interface. It parses flags and calls the crates; the work is
+//! done in `writ-server`, `writ-agent` and `writ-ca`.
+#![forbid(unsafe_code)]
+
+mod admin_client;
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// writ: a certificate authority and workload-identity service (SPIFFE X509-SVIDs).
+#[derive(Parser)]
+#[command(name = "writ", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CA server (creates a CA on first start).
+    Server(cmd::server::Args),
+    /// Issue X.509 certificates through the admin socket.
+    #[command(subcommand)]
+    X509(cmd::x509::Command),
+    /// Show the trust bundle.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::Command),
+    /// The issuance log.
+    #[command(subcommand)]
+    Certs(cmd::certs::Command),
+    /// Inspect certificates.
+    #[command(subcommand)]
+    Cert(cmd::cert::Command),
+    /// Renew a certificate once over mTLS with the certificate itself.
+    Renew(cmd::renew::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(a) => cmd::server::run(a).await,
+            Command::X509(c) => cmd::x509::run(c).await,
+            Command::Bundle(c) => cmd::bundle::run(c).await,
+            Command::Certs(c) => cmd::certs::run(c).await,
+            Command::Cert(c) => cmd::cert::run(c),
+            Command::Renew(a) => cmd::renew::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

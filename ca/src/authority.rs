@@ -229,10 +229,14 @@ impl Authority {
     /// the maximum leaf TTL, remains, so leaves always get their full TTL. Returns whether
     /// it renewed.
     pub fn renew_intermediate_if_due(&self, now: SystemTime) -> Result<bool, Error> {
-        if !self.intermediate_due(now)? {
+        if now < self.intermediate_renewal_at()? {
             return Ok(false);
         }
+        // Decide again under the write lock: another caller may have renewed meanwhile.
         let mut state = self.write();
+        if now < self.renewal_at(&state)? {
+            return Ok(false);
+        }
         let td = self.settings.trust_domain.clone();
         let validity = self.settings.validity();
         let g = state
@@ -248,7 +252,10 @@ impl Authority {
 
     /// When the intermediate next needs renewing.
     pub fn intermediate_renewal_at(&self) -> Result<SystemTime, Error> {
-        let state = self.read();
+        self.renewal_at(&self.read())
+    }
+
+    fn renewal_at(&self, state: &State) -> Result<SystemTime, Error> {
         let g = state.active()?;
         let lifetime = self.settings.intermediate_validity;
         let margin = (lifetime / 2).max(self.settings.ttl.max().duration() * 2);
@@ -256,10 +263,6 @@ impl Authority {
             .not_after
             .checked_sub(margin)
             .unwrap_or(SystemTime::UNIX_EPOCH))
-    }
-
-    fn intermediate_due(&self, now: SystemTime) -> Result<bool, Error> {
-        Ok(now >= self.intermediate_renewal_at()?)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {

@@ -12,7 +12,7 @@ use x509_cert::ext::pkix::{BasicConstraints, SubjectAltName};
 use x509_cert::request::CertReq;
 use x509_cert::spki::SubjectPublicKeyInfoOwned as SubjectPublicKeyInfo;
 
-use crate::{Error, KeyType};
+use crate::{Error, KeyType, PrivateKey, SpiffeId};
 
 /// The largest CSR accepted, PEM or DER.
 pub const MAX_CSR_LEN: usize = 64 * 1024;
@@ -188,6 +188,30 @@ impl Csr {
     }
 }
 
+/// Builds a DER CSR for `id` (the only URI SAN) and `dns_names`, signed by `key`: what a
+/// workload sends to obtain or renew its certificate.
+pub fn build_csr(key: &PrivateKey, id: &SpiffeId, dns_names: &[String]) -> Result<Vec<u8>, Error> {
+    use rcgen::{CertificateParams, DistinguishedName, SanType};
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    let uri = id
+        .as_str()
+        .try_into()
+        .map_err(|_| Error::InvalidId("SPIFFE ID is not ASCII".into()))?;
+    p.subject_alt_names.push(SanType::URI(uri));
+    for name in dns_names {
+        let dns = name
+            .as_str()
+            .try_into()
+            .map_err(|_| Error::CsrRejected(format!("{name:?} is not a valid DNS name")))?;
+        p.subject_alt_names.push(SanType::DnsName(dns));
+    }
+    let csr = p
+        .serialize_request(key.rcgen_pair())
+        .map_err(|e| Error::Signing(format!("building CSR: {e}")))?;
+    Ok(csr.der().to_vec())
+}
+
 fn decode(input: &[u8]) -> Result<CertReq, Error> {
     let trimmed = input.trim_ascii_start();
     if trimmed.starts_with(b"-----BEGIN") {
@@ -301,7 +325,6 @@ fn verify_signature(req: &CertReq, kind: KeyType, key: &[u8]) -> Result<(), Erro
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::PrivateKey;
     use rcgen::{CertificateParams, CustomExtension, DistinguishedName, IsCa, SanType};
 
     /// Builds a CSR with rcgen for `key` carrying the given SANs.

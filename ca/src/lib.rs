@@ -21,7 +21,7 @@ pub mod x509;
 
 pub use authority::{Authority, CaSettings, Issuance};
 pub use bundle::TrustBundle;
-pub use csr::{Csr, MAX_CSR_LEN, OtherSan};
+pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_csr};
 pub use error::Error;
 pub use generation::{CaCert, Generation, GenerationState, Validity};
 pub use issuer::{Issued, IssuerRef, sign_leaf};

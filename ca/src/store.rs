@@ -31,6 +31,9 @@ pub struct IssuanceRecord {
     pub generation: u64,
 }
 
+/// Key-value pairs of one tree, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Durable storage for CA state, the issuance log and later features' records.
 pub trait Store: Send + Sync {
     /// Reads `key` from `tree`.
@@ -47,7 +50,7 @@ pub trait Store: Send + Sync {
         new: Option<&[u8]>,
     ) -> Result<bool, Error>;
     /// Every entry of `tree`, in key order.
-    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    fn scan(&self, tree: &str) -> Result<Entries, Error>;
     /// Appends an issuance record; refuses a serial already in the log. Durable on return.
     fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), Error>;
     /// The newest `limit` records, newest first.
@@ -117,7 +120,7 @@ impl Store for SledStore {
         Ok(swapped)
     }
 
-    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn scan(&self, tree: &str) -> Result<Entries, Error> {
         self.tree(tree)?
             .iter()
             .map(|r| {

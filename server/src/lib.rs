@@ -1,1 +1,167 @@
-//! placeholder
+//! writ's CA server: the `writ.v1` gRPC service over rustls (TLS 1.3), the admin API on a
+//! local Unix socket, and the background tasks that keep the CA's own certificates fresh.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod config;
+mod convert;
+mod error;
+mod renewal;
+mod service;
+mod state;
+mod tls;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use writ_ca::Authority;
+use writ_ca::store::SledStore;
+use writ_proto::admin::admin_server::AdminServer;
+use writ_proto::v1::ca_server::CaServer;
+
+pub use config::{ServerConfig, Settings, default_data_dir};
+pub use error::Error;
+
+use state::Shared;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A started server.
+pub struct Running {
+    /// The bound gRPC address (resolves port 0).
+    pub addr: SocketAddr,
+    /// The admin socket.
+    pub admin_socket: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// SHA-256 fingerprint of the active root.
+    pub root_fingerprint: String,
+    /// Whether this start created the CA.
+    pub created: bool,
+    /// Completes when the server has stopped.
+    pub done: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+/// Opens (or creates) the CA in the data directory and starts serving until `shutdown`.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
+    // Everything the server creates (database files, sockets) is private to its user.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    prepare_data_dir(&settings.data_dir)?;
+
+    let db_path = settings.data_dir.join("db");
+    let ca_settings = settings.ca.clone();
+    let (authority, created) = tokio::task::spawn_blocking(move || {
+        let store = Arc::new(SledStore::open(&db_path)?);
+        Authority::open(ca_settings, store)
+    })
+    .await
+    .map_err(|_| Error::Config("CA start-up task failed".into()))??;
+    let authority = Arc::new(authority);
+
+    let serving = Arc::new(renewal::issue_serving_cert(&authority, &settings)?);
+    let tls = TlsAcceptor::from(Arc::new(tls::server_config(serving.clone())?));
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| Error::io(format!("binding {}", settings.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the bound address", e))?;
+
+    let (bundle_tx, _) = watch::channel(authority.bundle());
+    let shared = Arc::new(Shared {
+        authority: authority.clone(),
+        bundle_tx,
+        settings: settings.clone(),
+        serving: serving.clone(),
+        listen: addr,
+    });
+
+    let admin_incoming = admin::listen(&settings.admin_socket)?;
+    let admin_server = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(admin::AdminService::new(shared.clone())))
+        .serve_with_incoming_shutdown(admin_incoming, shutdown.clone().cancelled_owned());
+
+    let incoming = accept_tls(listener, tls, shutdown.clone());
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(CaServer::new(service::CaService::new(shared.clone())))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+
+    tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));
+
+    let admin_socket = settings.admin_socket.clone();
+    let done = tokio::spawn(async move {
+        let (a, b) = tokio::join!(grpc_server, admin_server);
+        let _ = std::fs::remove_file(&admin_socket);
+        a?;
+        b?;
+        Ok(())
+    });
+
+    Ok(Running {
+        addr,
+        admin_socket: settings.admin_socket.clone(),
+        data_dir: settings.data_dir.clone(),
+        root_fingerprint: authority.root_fingerprint()?,
+        created,
+        done,
+    })
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), Error> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating data dir {}", dir.display()), e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("chmod 0700 {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, so one slow client
+/// cannot hold up the others.
+fn accept_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off briefly, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let tls = tls.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}

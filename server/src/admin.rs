@@ -1,0 +1,167 @@
+//! The admin API on a local Unix socket: only the server's own user (or root) may connect,
+//! checked from the peer's credentials on every connection. The admin CLI reaches the
+//! running CA only this way, so admins never need to stop it (sled allows one process).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use writ_ca::{AuthMethod, Caller, OverMax, SanMode, SpiffeId};
+use writ_proto::admin::{self, admin_server::Admin};
+use writ_proto::v1;
+
+use crate::Error;
+use crate::convert;
+use crate::error::ca_status;
+use crate::state::Shared;
+
+/// The admin service.
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn mint(
+        &self,
+        req: Request<admin::MintRequest>,
+    ) -> Result<Response<v1::SignResponse>, Status> {
+        let r = req.into_inner();
+        let id = SpiffeId::parse(&r.spiffe_id).map_err(ca_status)?;
+        let caller = Caller {
+            id: id.clone(),
+            dns_allowed: r.dns_names,
+            method: AuthMethod::Admin,
+        };
+        let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
+        let authority = self.shared.authority.clone();
+        let issuance = tokio::task::spawn_blocking(move || {
+            authority.issue(&r.csr, &caller, ttl, OverMax::Clamp, SanMode::Exact)
+        })
+        .await
+        .map_err(|_| Status::internal("signing task failed"))?
+        .map_err(ca_status)?;
+        tracing::info!(spiffe_id = %id, serial = %issuance.leaf.serial, "minted by admin");
+        Ok(Response::new(convert::sign_response(issuance)))
+    }
+
+    async fn get_bundle(
+        &self,
+        _req: Request<v1::GetBundleRequest>,
+    ) -> Result<Response<v1::TrustBundle>, Status> {
+        Ok(Response::new(convert::bundle(
+            &self.shared.bundle_tx.borrow(),
+        )))
+    }
+
+    async fn list_certificates(
+        &self,
+        req: Request<admin::ListCertificatesRequest>,
+    ) -> Result<Response<admin::ListCertificatesResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 100,
+            n => n.min(10_000) as usize,
+        };
+        let store = self.shared.authority.store().clone();
+        let (recent, total) = tokio::task::spawn_blocking(move || {
+            Ok::<_, writ_ca::Error>((store.recent_issuance(limit)?, store.issuance_count()?))
+        })
+        .await
+        .map_err(|_| Status::internal("listing task failed"))?
+        .map_err(ca_status)?;
+        Ok(Response::new(admin::ListCertificatesResponse {
+            certificates: recent.into_iter().map(convert::issued).collect(),
+            total,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<admin::StatusRequest>,
+    ) -> Result<Response<admin::StatusResponse>, Status> {
+        let a = &self.shared.authority;
+        Ok(Response::new(admin::StatusResponse {
+            trust_domain: a.settings().trust_domain.to_string(),
+            root_fingerprint: a.root_fingerprint().map_err(ca_status)?,
+            listen: self.shared.listen.to_string(),
+            data_dir: self.shared.settings.data_dir.display().to_string(),
+            intermediate_not_after: convert::unix(a.intermediate_not_after().map_err(ca_status)?),
+        }))
+    }
+}
+
+/// Binds the admin socket (mode 0600) and yields only connections from this process's
+/// user or root.
+pub(crate) fn listen(
+    path: &Path,
+) -> Result<ReceiverStream<Result<UnixStream, std::io::Error>>, Error> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    // A stale socket from a crashed server; a live server would hold the data dir's lock,
+    // and we only get here after taking it.
+    if path.exists() {
+        std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Error::io(format!("binding admin socket {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod 0600 {}", path.display()), e))?;
+    let own_uid = rustix::process::geteuid().as_raw();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match stream.peer_cred() {
+                Ok(cred) if peer_allowed(cred.uid(), own_uid) => {
+                    if tx.send(Ok(stream)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(cred) => tracing::warn!(
+                    uid = cred.uid(),
+                    "admin socket: refused a connection from another user"
+                ),
+                Err(e) => tracing::warn!(error = %e, "admin socket: no peer credentials; refused"),
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+/// The server's own user and root may administer it; nobody else.
+fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == own_uid || peer_uid == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_allowed;
+
+    #[test]
+    fn only_own_user_or_root() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(peer_allowed(0, 1000));
+        assert!(!peer_allowed(1001, 1000));
+        assert!(!peer_allowed(65534, 0));
+    }
+}

@@ -1,0 +1,50 @@
+//! Conversions between CA core types and protocol messages.
+
+use std::time::SystemTime;
+
+use writ_ca::store::IssuanceRecord;
+use writ_ca::{Issuance, TrustBundle};
+use writ_proto::{admin, v1};
+
+/// A bundle as the protocol carries it.
+pub(crate) fn bundle(b: &TrustBundle) -> v1::TrustBundle {
+    v1::TrustBundle {
+        trust_domain: b.trust_domain.to_string(),
+        roots: b.roots.clone(),
+        sequence: b.sequence,
+        refresh_hint_seconds: b.refresh_hint.as_secs(),
+    }
+}
+
+/// An issuance as the protocol carries it.
+pub(crate) fn sign_response(i: Issuance) -> v1::SignResponse {
+    v1::SignResponse {
+        bundle: Some(bundle(&i.bundle)),
+        serial: i.leaf.serial,
+        spiffe_id: i.id.to_string(),
+        not_after: unix(i.leaf.not_after),
+        chain: i.chain,
+    }
+}
+
+/// An issuance log entry as the admin protocol carries it.
+pub(crate) fn issued(r: IssuanceRecord) -> admin::IssuedCertificate {
+    admin::IssuedCertificate {
+        serial: r.serial,
+        spiffe_id: r.spiffe_id,
+        not_before: r.not_before as i64,
+        not_after: r.not_after as i64,
+        fingerprint: r.fingerprint,
+        key_type: r.key_type,
+        auth: r.auth,
+        generation: r.generation,
+    }
+}
+
+/// Unix seconds.
+pub(crate) fn unix(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}

@@ -1,0 +1,54 @@
+//! `writ renew`.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use serde_json::json;
+use writ_agent::renew::{RenewOptions, renew_dir};
+use writ_ca::{KeyType, Ttl};
+
+use crate::output::{self, Format};
+
+/// `writ renew` flags.
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The writ server, host:port.
+    #[arg(long, env = "WRIT_SERVER")]
+    server: String,
+    /// Directory holding cert.pem, key.pem and bundle.pem; replaced as a set on success.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Key type of the new key.
+    #[arg(long, default_value = "ec-p256")]
+    key_type: KeyType,
+    /// Requested lifetime [default: the server's default TTL].
+    #[arg(long)]
+    ttl: Option<Ttl>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Renews once.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let opts = RenewOptions {
+        key_type: a.key_type,
+        ttl: a.ttl.map(Ttl::duration),
+    };
+    let id = renew_dir(&a.server, &a.dir, opts).await?;
+    let leaf = id.leaf_info()?;
+    match a.output {
+        Format::Json => output::json(&json!({
+            "spiffe_id": leaf.spiffe_id()?.to_string(),
+            "serial": leaf.serial,
+            "not_after": humantime::format_rfc3339_seconds(leaf.not_after).to_string(),
+        }))?,
+        Format::Text => println!(
+            "renewed {} (serial {}), valid until {}",
+            leaf.spiffe_id()?,
+            leaf.serial,
+            humantime::format_rfc3339_seconds(leaf.not_after)
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `writ server`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use writ_ca::{KeyType, TrustDomain, Ttl};
+use writ_server::ServerConfig;
+
+use crate::output::Format;
+
+/// `writ server` flags; each may also be set in the TOML file given by --config.
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Data directory [default: $XDG_STATE_HOME/writ or ~/.local/state/writ].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:8443].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Trust domain [default: cluster.local].
+    #[arg(long)]
+    trust_domain: Option<TrustDomain>,
+    /// CA key type when creating a CA: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096 [default: ec-p256].
+    #[arg(long)]
+    ca_key_type: Option<KeyType>,
+    /// Leaf TTL when none is requested [default: 1h].
+    #[arg(long)]
+    default_ttl: Option<Ttl>,
+    /// Shortest leaf TTL [default: 1m].
+    #[arg(long)]
+    min_ttl: Option<Ttl>,
+    /// Longest leaf TTL; longer requests are clamped [default: 24h].
+    #[arg(long)]
+    max_ttl: Option<Ttl>,
+    /// Intermediate CA lifetime [default: 30d].
+    #[arg(long)]
+    intermediate_ttl: Option<Ttl>,
+    /// Admin socket path [default: <data-dir>/admin.sock].
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// DNS name for the server's certificate (repeatable) [default: localhost].
+    #[arg(long = "server-dns")]
+    server_dns: Vec<String>,
+    /// IP address for the server's certificate (repeatable) [default: 127.0.0.1].
+    #[arg(long = "server-ip")]
+    server_ips: Vec<IpAddr>,
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the start-up summary as text or JSON.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let file = match &a.config {
+        Some(p) => ServerConfig::load(p)?,
+        None => ServerConfig::default(),
+    };
+    let flags = ServerConfig {
+        data_dir: a.data_dir,
+        listen: a.listen,
+        trust_domain: a.trust_domain,
+        ca_key_type: a.ca_key_type,
+        default_ttl: a.default_ttl,
+        min_ttl: a.min_ttl,
+        max_ttl: a.max_ttl,
+        intermediate_ttl: a.intermediate_ttl,
+        admin_socket: a.admin_socket,
+        server_dns: (!a.server_dns.is_empty()).then_some(a.server_dns),
+        server_ips: (!a.server_ips.is_empty()).then_some(a.server_ips),
+        ..Default::default()
+    };
+    let settings = file.merge(flags).resolve()?;
+    let td = settings.ca.trust_domain.clone();
+    let shutdown = CancellationToken::new();
+    let running = writ_server::start(settings, shutdown.clone())
+        .await
+        .context("starting the server")?;
+    match a.output {
+        Format::Json => println!(
+            "{}",
+            json!({
+                "listen": running.addr.to_string(),
+                "data_dir": running.data_dir,
+                "admin_socket": running.admin_socket,
+                "trust_domain": td.to_string(),
+                "root_fingerprint": running.root_fingerprint,
+                "created": running.created,
+            })
+        ),
+        Format::Text => {
+            println!(
+                "writ server ({})",
+                if running.created {
+                    "new CA created"
+                } else {
+                    "existing CA"
+                }
+            );
+            println!("  data dir:      {}", running.data_dir.display());
+            println!("  listening on:  {}", running.addr);
+            println!("  admin socket:  {}", running.admin_socket.display());
+            println!("  trust domain:  {td}");
+            println!("  root sha256:   {}", running.root_fingerprint);
+        }
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = running.done => return Ok(r??),
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Shared harness for the end-to-end tests: a real `writ server` process on an ephemeral
+//! loopback port in a temp dir, and helpers to run the `writ` CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The `writ` binary under test.
+pub fn writ_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_writ")
+}
+
+/// A running `writ server`.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its admin socket.
+    pub admin_socket: PathBuf,
+    /// Active root fingerprint at start.
+    pub root_fingerprint: String,
+    /// Trust domain.
+    pub trust_domain: String,
+}
+
+impl Server {
+    /// Starts `writ server --data-dir DIR --listen 127.0.0.1:0 -o json ARGS...` and waits for
+    /// its start-up line.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Server {
+        Self::start_on(data_dir, "127.0.0.1:0", args)
+    }
+
+    /// Like [`Server::start`] on a given listen address (to restart on the same port).
+    pub fn start_on(data_dir: &Path, listen: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(writ_bin())
+            .args(["server", "-o", "json", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("WRIT_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn writ server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read start-up line");
+        if line.is_empty() {
+            let status = child.wait().expect("wait");
+            panic!("writ server exited before start-up: {status}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).expect("start-up JSON");
+        Server {
+            child: Some(child),
+            addr: v["listen"].as_str().unwrap().to_owned(),
+            data_dir: data_dir.to_owned(),
+            admin_socket: PathBuf::from(v["admin_socket"].as_str().unwrap()),
+            root_fingerprint: v["root_fingerprint"].as_str().unwrap().to_owned(),
+            trust_domain: v["trust_domain"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// `--data-dir DIR` for admin commands.
+    pub fn admin_args(&self) -> Vec<String> {
+        vec!["--data-dir".into(), self.data_dir.display().to_string()]
+    }
+
+    /// Runs an admin CLI command against this server (adds `--data-dir`).
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(self.admin_args());
+        writ(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Like [`Server::admin`], asserting success and parsing stdout as JSON.
+    pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.admin(&all);
+        assert_success(&out, args);
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// Kills the server with SIGKILL (a crash) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `writ ARGS` and returns its output.
+pub fn writ(args: &[&str]) -> Output {
+    Command::new(writ_bin())
+        .args(args)
+        .env("WRIT_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run writ")
+}
+
+/// Asserts a command succeeded, showing its stderr otherwise.
+pub fn assert_success(out: &Output, what: &[&str]) {
+    assert!(
+        out.status.success(),
+        "writ {what:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `writ ARGS -o json`, asserting success.
+pub fn writ_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = writ(&all);
+    assert_success(&out, args);
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// Polls `cond` every 20 ms for up to `timeout`. For waiting on another process's files,
+/// where there is no event to wait on.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Reads a PEM file into DER certificates.
+pub fn read_certs(path: &Path) -> Vec<Vec<u8>> {
+    writ_ca::x509::certs_from_pem(&std::fs::read(path).expect("read PEM")).expect("PEM certs")
+}
+
+/// Runs `openssl verify -CAfile bundle -untrusted chain chain` and returns whether it passed.
+pub fn openssl_verify(bundle: &Path, chain: &Path) -> bool {
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(bundle)
+        .arg("-untrusted")
+        .arg(chain)
+        .arg(chain)
+        .output()
+        .expect("openssl is required for these tests (apt-get install openssl)");
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
+}
