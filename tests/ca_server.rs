@@ -1,4 +1,5 @@
 //! End to end: the CA server, the admin CLI and renewal over mTLS.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

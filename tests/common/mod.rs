@@ -1,6 +1,6 @@
 //! Shared harness for the end-to-end tests: a real `writ server` process on an ephemeral
 //! loopback port in a temp dir, and helpers to run the `writ` CLI.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
