@@ -36,9 +36,23 @@ enum Command {
     Cert(cmd::cert::Command),
     /// Renew a certificate once over mTLS with the certificate itself.
     Renew(cmd::renew::Args),
+    /// Keep a workload's identity valid: rotate, follow the bundle, serve the Workload API.
+    Agent(cmd::agent::AgentCommand),
+    /// Load a running server and report certificates/s, latency and CPU per certificate.
+    Bench(cmd::bench::Args),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
+    /// One-time bootstrap tokens for machines' first certificates.
+    #[command(subcommand)]
+    Token(cmd::token::Command),
+    /// Get a first certificate by redeeming a bootstrap token.
+    Bootstrap(cmd::bootstrap::Args),
 }
 
 fn main() -> ExitCode {
+    // jsonwebtoken (bootstrap tokens) panics without a process-wide crypto provider.
+    writ_bootstrap::install_crypto_provider();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -54,14 +68,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `config check` reports through its exit code (0 clean, 1 warnings, 2 errors).
+    let command = match cli.command {
+        Command::Config(c) => {
+            return match cmd::config::run(c) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Server(a) => cmd::server::run(a).await,
             Command::X509(c) => cmd::x509::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,
             Command::Certs(c) => cmd::certs::run(c).await,
             Command::Cert(c) => cmd::cert::run(c),
             Command::Renew(a) => cmd::renew::run(a).await,
+            Command::Agent(c) => cmd::agent::run_command(c).await,
+            Command::Bench(a) => cmd::bench::run(a).await,
+            Command::Config(_) => unreachable!("handled before the runtime starts"),
+            Command::Token(c) => cmd::token::run(c).await,
+            Command::Bootstrap(a) => cmd::bootstrap::run(a).await,
         }
     });
     match result {

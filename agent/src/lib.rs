@@ -2,10 +2,16 @@
 //! the CA (bootstrap, renewal) and the rotation loop of `writ agent`.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod client;
+pub mod config;
 mod error;
 pub mod files;
+mod hook;
 pub mod renew;
+pub mod rotation;
+pub mod schedule;
+pub mod status;
 pub mod workload;
 
 pub use error::Error;

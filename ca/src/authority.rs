@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::generation::{StoredGeneration, Validity, unix};
+use crate::generation::{StoredGeneration, Validity, unix, whole_seconds};
 use crate::issuer::sign_leaf;
 use crate::store::{IssuanceRecord, Store};
 use crate::ttl::{OverMax, TtlBounds};
@@ -18,6 +18,9 @@ use crate::{
 
 const STATE_TREE: &str = "ca";
 const STATE_KEY: &[u8] = b"state";
+/// 2 added rotation: the `previous` state, optional keys (imported roots, retired
+/// generations), imported chains and cross-signed roots. Version 1 states load as is.
+const STATE_VERSION: u32 = 2;
 
 /// How the CA is set up; fixed for the life of the process.
 #[derive(Clone, Debug)]
@@ -36,6 +39,11 @@ pub struct CaSettings {
     pub backdate: Duration,
     /// Bundle refresh hint advertised to clients.
     pub refresh_hint: Duration,
+    /// How long a prepared root must have been published in the bundle before its
+    /// generation may activate (without `force`), so that every peer has fetched it.
+    /// Default 2 × `refresh_hint`: a peer that polls re-fetches at least once in that
+    /// window even if one fetch fails. Raise it with `refresh_hint`.
+    pub propagation: Duration,
 }
 
 impl CaSettings {
@@ -49,6 +57,7 @@ impl CaSettings {
             ttl: TtlBounds::default(),
             backdate: Duration::from_secs(10),
             refresh_hint: Duration::from_secs(300),
+            propagation: Duration::from_secs(600),
         }
     }
 
@@ -66,7 +75,10 @@ impl CaSettings {
 pub struct Issuance {
     /// The leaf's facts.
     pub leaf: Issued,
-    /// The chain, leaf first, then the intermediate.
+    /// The chain, leaf first, then the intermediate, any CA certificates between it and
+    /// its root (imported CAs), and, while the previous generation's root is still in the
+    /// bundle, the active root cross-signed by it (so peers that only trust the old root
+    /// verify the leaf).
     pub chain: Vec<Vec<u8>>,
     /// The identity issued.
     pub id: SpiffeId,
@@ -86,7 +98,83 @@ impl State {
             .find(|g| g.state == GenerationState::Active)
             .ok_or_else(|| Error::Corrupt("no active CA generation".into()))
     }
+
+    fn in_state(&self, state: GenerationState) -> Option<&Generation> {
+        self.generations.iter().find(|g| g.state == state)
+    }
+
+    fn in_state_mut(&mut self, state: GenerationState) -> Option<&mut Generation> {
+        self.generations.iter_mut().find(|g| g.state == state)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.generations.iter().map(|g| g.id).max().unwrap_or(0) + 1
+    }
+
+    /// A deep copy (keys included) to build the next state on: a step changes the copy,
+    /// persists it, and only then replaces the live state, so a refused or failed step
+    /// leaves both the store and memory as they were.
+    fn duplicate(&self) -> Result<State, Error> {
+        Ok(State {
+            generations: self
+                .generations
+                .iter()
+                .map(|g| Generation::from_stored(&g.to_stored()))
+                .collect::<Result<_, _>>()?,
+            bundle_sequence: self.bundle_sequence,
+        })
+    }
 }
+
+/// One CA generation as an operator sees it (`Authority::status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationSummary {
+    /// Generation number.
+    pub id: u64,
+    /// Where it is in its life.
+    pub state: GenerationState,
+    /// The intermediate's key type.
+    pub key_type: KeyType,
+    /// SHA-256 of the root, lowercase hex.
+    pub root_fingerprint: String,
+    /// The root's notAfter.
+    pub root_not_after: SystemTime,
+    /// The current intermediate's notAfter.
+    pub intermediate_not_after: SystemTime,
+    /// Unexpired leaves it signed, from the issuance log.
+    pub live_leaves: u64,
+    /// The latest notAfter among them.
+    pub latest_leaf_not_after: Option<SystemTime>,
+    /// When it entered its state.
+    pub since: SystemTime,
+    /// Imported rather than created by writ.
+    pub imported: bool,
+    /// Whether its root is cross-signed by its predecessor's.
+    pub cross_signed: bool,
+}
+
+/// A rotation step an operator can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationAction {
+    /// Make the prepared generation sign ([`Authority::activate`]).
+    Activate,
+    /// Take the previous generation's root out of the bundle ([`Authority::retire`]).
+    Retire,
+}
+
+/// The next rotation step pending, and when it becomes allowed without `force`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextStep {
+    /// What to do.
+    pub action: RotationAction,
+    /// The generation it applies to.
+    pub generation: u64,
+    /// When it is allowed without `force`.
+    pub allowed_at: SystemTime,
+}
+
+/// Unexpired leaves per generation: (count, latest notAfter).
+type LiveLeaves = std::collections::HashMap<u64, (u64, SystemTime)>;
 
 /// The CA.
 pub struct Authority {
@@ -165,14 +253,13 @@ impl Authority {
     pub fn issue_template(&self, template: &LeafTemplate) -> Result<Issuance, Error> {
         let state = self.read();
         let generation = state.active()?;
+        let issuer = generation
+            .intermediate
+            .signing_ref()
+            .ok_or_else(|| Error::Corrupt("the active intermediate has no key".into()))?;
         let mut attempts = 0;
         let leaf = loop {
-            let leaf = sign_leaf(
-                template,
-                &generation.intermediate.issuer_ref(),
-                SystemTime::now(),
-                self.settings.backdate,
-            )?;
+            let leaf = sign_leaf(template, &issuer, SystemTime::now(), self.settings.backdate)?;
             let record = IssuanceRecord {
                 serial: leaf.serial.clone(),
                 spiffe_id: template.id.to_string(),
@@ -191,7 +278,9 @@ impl Authority {
                 Err(e) => return Err(e),
             }
         };
-        let chain = vec![leaf.der.clone(), generation.intermediate.der.clone()];
+        let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
+        let mut chain = vec![leaf.der.clone()];
+        chain.extend(generation.chain_after_leaf(previous));
         Ok(Issuance {
             leaf,
             chain,
@@ -228,8 +317,12 @@ impl Authority {
     /// Renews the active intermediate when less than half its lifetime, or less than twice
     /// the maximum leaf TTL, remains, so leaves always get their full TTL. Returns whether
     /// it renewed.
+    ///
+    /// Only the active generation renews. An imported one cannot (writ holds no key for
+    /// its root): before it is due this returns `Ok(false)`, after it
+    /// [`Error::NotRenewable`], so the operator is warned to import a renewed CA.
     pub fn renew_intermediate_if_due(&self, now: SystemTime) -> Result<bool, Error> {
-        if now < self.intermediate_renewal_at()? {
+        if now < self.renewal_at(&self.read())? {
             return Ok(false);
         }
         // Decide again under the write lock: another caller may have renewed meanwhile.
@@ -239,30 +332,323 @@ impl Authority {
         }
         let td = self.settings.trust_domain.clone();
         let validity = self.settings.validity();
-        let g = state
-            .generations
-            .iter_mut()
-            .find(|g| g.state == GenerationState::Active)
-            .ok_or_else(|| Error::Corrupt("no active CA generation".into()))?;
-        g.renew_intermediate(&td, validity, now)?;
-        self.store
-            .put(STATE_TREE, STATE_KEY, &encode_state(&state, &td)?)?;
+        let mut next = state.duplicate()?;
+        next.in_state_mut(GenerationState::Active)
+            .ok_or_else(|| Error::Corrupt("no active CA generation".into()))?
+            .renew_intermediate(&td, validity, now)?;
+        self.commit(&mut state, next)?;
         Ok(true)
     }
 
-    /// When the intermediate next needs renewing.
+    /// When the intermediate next needs renewing. For an imported active generation,
+    /// which writ cannot renew, [`Error::NotRenewable`].
     pub fn intermediate_renewal_at(&self) -> Result<SystemTime, Error> {
-        self.renewal_at(&self.read())
+        let state = self.read();
+        let g = state.active()?;
+        if g.imported {
+            return Err(Error::NotRenewable {
+                generation: g.id,
+                not_after: g.intermediate.not_after,
+            });
+        }
+        self.renewal_at(&state)
     }
 
     fn renewal_at(&self, state: &State) -> Result<SystemTime, Error> {
-        let g = state.active()?;
+        Ok(self.renewal_due(state.active()?))
+    }
+
+    fn renewal_due(&self, g: &Generation) -> SystemTime {
         let lifetime = self.settings.intermediate_validity;
         let margin = (lifetime / 2).max(self.settings.ttl.max().duration() * 2);
-        Ok(g.intermediate
+        g.intermediate
             .not_after
             .checked_sub(margin)
-            .unwrap_or(SystemTime::UNIX_EPOCH))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Starts a root rotation: creates generation N+1 (root and intermediate of
+    /// `key_type`, default the settings' `ca_key_type`) and publishes its root in the
+    /// bundle beside the current one (the bundle sequence increments). Nothing is signed
+    /// with it until [`Authority::activate`]. Refused while a prepared or previous
+    /// generation exists.
+    pub fn prepare(
+        &self,
+        key_type: Option<KeyType>,
+        now: SystemTime,
+    ) -> Result<GenerationSummary, Error> {
+        let id = {
+            let state = self.read();
+            can_prepare(&state)?;
+            state.next_id()
+        };
+        // Key generation (RSA above all) happens outside the write lock, so issuance goes on.
+        let g = Generation::create(
+            id,
+            &self.settings.trust_domain,
+            key_type.unwrap_or(self.settings.ca_key_type),
+            self.settings.validity(),
+            GenerationState::Prepared,
+            now,
+        )?;
+        self.add_prepared(g)
+    }
+
+    /// Plugs in an externally issued CA (Istio's `cacerts` layout: `ca-cert.pem` the
+    /// intermediate writ will sign with, `ca-key.pem` its key (PKCS#8, PKCS#1 or SEC1), `cert-chain.pem` the
+    /// chain from it up to the root, `root-cert.pem` the root) as a new prepared
+    /// generation, which then activates and retires like any other. Every check (key
+    /// matches certificate, certificate is a CA, chain verifies to the root, CA valid and
+    /// outliving the maximum leaf TTL, subject reproducible) happens before any change:
+    /// a refusal ([`Error::Import`]) leaves the CA as it was.
+    pub fn import(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        chain_pem: &[u8],
+        root_pem: &[u8],
+        now: SystemTime,
+    ) -> Result<GenerationSummary, Error> {
+        let id = {
+            let state = self.read();
+            can_prepare(&state)?;
+            state.next_id()
+        };
+        let g = crate::import::import_generation(
+            id,
+            crate::import::CaFiles {
+                cert_pem,
+                key_pem,
+                chain_pem,
+                root_pem,
+            },
+            &self.settings,
+            now,
+        )?;
+        self.add_prepared(g)
+    }
+
+    fn add_prepared(&self, g: Generation) -> Result<GenerationSummary, Error> {
+        let mut state = self.write();
+        can_prepare(&state)?;
+        if state.next_id() != g.id {
+            return Err(Error::Rotation(
+                "another generation was prepared meanwhile".into(),
+            ));
+        }
+        let mut next = state.duplicate()?;
+        next.generations.push(g);
+        next.bundle_sequence += 1;
+        self.commit(&mut state, next)?;
+        let g = state
+            .generations
+            .last()
+            .ok_or_else(|| Error::Corrupt("no generations".into()))?;
+        Ok(summary(g, &LiveLeaves::new()))
+    }
+
+    /// Makes the prepared generation sign new leaves; the active one becomes
+    /// [`GenerationState::Previous`] (no longer signing, root still in the bundle).
+    /// The new root is cross-signed by the old one and served in every new chain, so
+    /// peers that have not yet fetched the new bundle still verify new leaves. Refused
+    /// until the prepared root has been published for `propagation`, unless `force`.
+    pub fn activate(&self, force: bool, now: SystemTime) -> Result<GenerationSummary, Error> {
+        let mut state = self.write();
+        let prepared = state.in_state(GenerationState::Prepared).ok_or_else(|| {
+            Error::Rotation("no prepared CA generation to activate; prepare one first".into())
+        })?;
+        if let Some(p) = state.in_state(GenerationState::Previous) {
+            return Err(Error::Rotation(format!(
+                "generation G{} is still previous; retire it first",
+                p.id
+            )));
+        }
+        let allowed_at = prepared.since + self.settings.propagation;
+        if now < allowed_at && !force {
+            return Err(Error::TooEarly {
+                what: format!("activating CA generation G{}", prepared.id),
+                why: format!(
+                    "its root has been in the bundle only since {}, and peers need {} to fetch it",
+                    humantime::format_rfc3339_seconds(prepared.since),
+                    humantime::format_duration(self.settings.propagation)
+                ),
+                allowed_at,
+            });
+        }
+        // writ renews its own intermediates, not an imported one: one about to expire
+        // would sign only truncated leaves, then none.
+        let max_ttl = self.settings.ttl.max().duration();
+        if prepared.imported && prepared.intermediate.not_after < now + max_ttl {
+            return Err(Error::Rotation(format!(
+                "the imported intermediate of G{} expires at {}, sooner than a leaf of the maximum TTL would; import a renewed CA instead",
+                prepared.id,
+                humantime::format_rfc3339_seconds(prepared.intermediate.not_after)
+            )));
+        }
+        let active = state.active()?;
+        let (new_id, old_id) = (prepared.id, active.id);
+        let cross = prepared.cross_sign(active, self.settings.backdate, now)?;
+        let mut next = state.duplicate()?;
+        let renew = {
+            let p = next
+                .in_state_mut(GenerationState::Prepared)
+                .ok_or_else(|| Error::Corrupt("prepared generation vanished".into()))?;
+            !p.imported && now >= self.renewal_due(p)
+        };
+        for g in &mut next.generations {
+            if g.id == old_id {
+                g.state = GenerationState::Previous;
+                g.since = whole_seconds(now);
+            } else if g.id == new_id {
+                g.state = GenerationState::Active;
+                g.since = whole_seconds(now);
+                g.cross_signed = cross.clone().map(|der| (old_id, der));
+                // A generation prepared long ago gets a fresh intermediate now rather
+                // than signing short leaves until the renewal loop notices.
+                if renew {
+                    g.renew_intermediate(
+                        &self.settings.trust_domain,
+                        self.settings.validity(),
+                        now,
+                    )?;
+                }
+            }
+        }
+        self.commit(&mut state, next)?;
+        let live = self.live_leaves(now)?;
+        let g = state.active()?;
+        Ok(summary(g, &live))
+    }
+
+    /// Ends a rotation: the previous generation's root leaves the bundle (the sequence
+    /// increments) and its keys are erased. Refused while unexpired leaves it signed
+    /// exist ([`Error::LiveLeaves`]), unless `force`.
+    pub fn retire(&self, force: bool, now: SystemTime) -> Result<GenerationSummary, Error> {
+        let mut state = self.write();
+        let previous = state.in_state(GenerationState::Previous).ok_or_else(|| {
+            Error::Rotation("no previous CA generation to retire; activate one first".into())
+        })?;
+        let id = previous.id;
+        let live = self.live_leaves(now)?;
+        if let Some(&(count, latest)) = live.get(&id)
+            && !force
+        {
+            return Err(Error::LiveLeaves {
+                generation: id,
+                count,
+                latest,
+            });
+        }
+        let mut next = state.duplicate()?;
+        for g in &mut next.generations {
+            if g.id == id {
+                g.state = GenerationState::Retired;
+                g.since = whole_seconds(now);
+                g.forget_keys();
+            }
+        }
+        next.bundle_sequence += 1;
+        self.commit(&mut state, next)?;
+        let g = state
+            .generations
+            .iter()
+            .find(|g| g.id == id)
+            .ok_or_else(|| Error::Corrupt("retired generation vanished".into()))?;
+        Ok(summary(g, &live))
+    }
+
+    /// Every generation, oldest first, with its unexpired leaves at `now`.
+    pub fn status(&self, now: SystemTime) -> Result<Vec<GenerationSummary>, Error> {
+        let live = self.live_leaves(now)?;
+        Ok(self
+            .read()
+            .generations
+            .iter()
+            .map(|g| summary(g, &live))
+            .collect())
+    }
+
+    /// The pending rotation step, if a rotation is under way, and when it is allowed
+    /// without `force`: activating a prepared generation once its root has propagated,
+    /// retiring a previous one once the last leaf it signed has expired.
+    pub fn next_step(&self, now: SystemTime) -> Result<Option<NextStep>, Error> {
+        let live = self.live_leaves(now)?;
+        let state = self.read();
+        if let Some(p) = state.in_state(GenerationState::Prepared) {
+            return Ok(Some(NextStep {
+                action: RotationAction::Activate,
+                generation: p.id,
+                allowed_at: p.since + self.settings.propagation,
+            }));
+        }
+        Ok(state.in_state(GenerationState::Previous).map(|p| NextStep {
+            action: RotationAction::Retire,
+            generation: p.id,
+            allowed_at: live.get(&p.id).map_or(p.since, |&(_, latest)| latest),
+        }))
+    }
+
+    /// Every CA certificate in the bundle or served in chains, named, with its notAfter:
+    /// for expiry warnings and metrics.
+    pub fn expiries(&self) -> Vec<(String, SystemTime)> {
+        let state = self.read();
+        let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
+        let mut out = Vec::new();
+        for g in &state.generations {
+            if g.state == GenerationState::Retired {
+                continue;
+            }
+            let state_name = state_name(g.state);
+            out.push((format!("G{} root ({state_name})", g.id), g.root.not_after));
+            out.push((
+                format!("G{} intermediate ({state_name})", g.id),
+                g.intermediate.not_after,
+            ));
+            for der in &g.chain {
+                if let Ok(info) = crate::CertInfo::parse(der) {
+                    out.push((
+                        format!("G{} chain CA {} ({state_name})", g.id, info.subject),
+                        info.not_after,
+                    ));
+                }
+            }
+            if let Some((by, der)) = &g.cross_signed
+                && Some(*by) == previous
+                && let Ok(info) = crate::CertInfo::parse(der)
+            {
+                out.push((
+                    format!("G{} root cross-signed by G{by}", g.id),
+                    info.not_after,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Unexpired leaves per generation at `now`, from the issuance log.
+    fn live_leaves(&self, now: SystemTime) -> Result<LiveLeaves, Error> {
+        let now = unix(now);
+        let mut live = LiveLeaves::new();
+        self.store.for_each_issuance(&mut |r| {
+            if r.not_after > now {
+                let t = SystemTime::UNIX_EPOCH + Duration::from_secs(r.not_after);
+                let e = live.entry(r.generation).or_insert((0, t));
+                e.0 += 1;
+                e.1 = e.1.max(t);
+            }
+        })?;
+        Ok(live)
+    }
+
+    /// Persists `next`, then makes it the live state.
+    fn commit(&self, state: &mut State, next: State) -> Result<(), Error> {
+        self.store.put(
+            STATE_TREE,
+            STATE_KEY,
+            &encode_state(&next, &self.settings.trust_domain)?,
+        )?;
+        *state = next;
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -273,6 +659,51 @@ impl Authority {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn can_prepare(state: &State) -> Result<(), Error> {
+    if let Some(p) = state.in_state(GenerationState::Prepared) {
+        return Err(Error::Rotation(format!(
+            "generation G{} is already prepared; activate it first",
+            p.id
+        )));
+    }
+    if let Some(p) = state.in_state(GenerationState::Previous) {
+        return Err(Error::Rotation(format!(
+            "generation G{} is still previous; retire it first",
+            p.id
+        )));
+    }
+    Ok(())
+}
+
+fn summary(g: &Generation, live: &LiveLeaves) -> GenerationSummary {
+    let (live_leaves, latest) = match live.get(&g.id) {
+        Some(&(n, t)) => (n, Some(t)),
+        None => (0, None),
+    };
+    GenerationSummary {
+        id: g.id,
+        state: g.state,
+        key_type: g.key_type(),
+        root_fingerprint: g.root.fingerprint(),
+        root_not_after: g.root.not_after,
+        intermediate_not_after: g.intermediate.not_after,
+        live_leaves,
+        latest_leaf_not_after: latest,
+        since: g.since,
+        imported: g.imported,
+        cross_signed: g.cross_signed.is_some(),
+    }
+}
+
+fn state_name(s: GenerationState) -> &'static str {
+    match s {
+        GenerationState::Prepared => "prepared",
+        GenerationState::Active => "active",
+        GenerationState::Previous => "previous",
+        GenerationState::Retired => "retired",
     }
 }
 
@@ -300,7 +731,7 @@ struct StoredState {
 
 fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
     let stored = StoredState {
-        version: 1,
+        version: STATE_VERSION,
         trust_domain: td.to_string(),
         bundle_sequence: state.bundle_sequence,
         generations: state
@@ -317,6 +748,12 @@ fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Ve
 fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
     let stored: StoredState =
         serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("CA state: {e}")))?;
+    if stored.version > STATE_VERSION {
+        return Err(Error::Corrupt(format!(
+            "CA state version {} was written by a newer writ (this one reads up to {STATE_VERSION})",
+            stored.version
+        )));
+    }
     if stored.trust_domain != td.as_str() {
         return Err(Error::Corrupt(format!(
             "this data directory belongs to trust domain {:?}, not {td:?}; use --trust-domain {} or another --data-dir",
@@ -332,4 +769,54 @@ fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
         generations,
         bundle_sequence: stored.bundle_sequence,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 state (written before rotation existed: keys always present, none of
+    /// the version 2 fields) still loads; a state from a newer writ is refused.
+    #[test]
+    fn version_1_state_loads() {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let g = Generation::create(
+            1,
+            &td,
+            KeyType::EcP256,
+            CaSettings::new(td.clone()).validity(),
+            GenerationState::Active,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let state = State {
+            generations: vec![g],
+            bundle_sequence: 1,
+        };
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&encode_state(&state, &td).unwrap()).unwrap();
+        v["version"] = 1.into();
+        for g in v["generations"].as_array_mut().unwrap() {
+            let g = g.as_object_mut().unwrap();
+            for field in ["imported", "chain", "cross_signed"] {
+                assert!(g.remove(field).is_some(), "{field}");
+            }
+            for cert in ["root", "intermediate"] {
+                let cert = g.get_mut(cert).unwrap().as_object_mut().unwrap();
+                assert!(cert.remove("imported").is_some());
+                assert!(cert["key"].is_string());
+            }
+        }
+        let loaded = decode_state(&serde_json::to_vec(&v).unwrap(), &td).unwrap();
+        let (old, new) = (&state.generations[0], &loaded.generations[0]);
+        assert_eq!(new.root.der, old.root.der);
+        assert_eq!(new.intermediate.der, old.intermediate.der);
+        assert_eq!(new.since, old.since);
+        assert!(new.intermediate.key().is_some() && new.root.key().is_some());
+        assert!(!new.imported && new.chain.is_empty() && new.cross_signed.is_none());
+
+        v["version"] = (STATE_VERSION + 1).into();
+        let newer = decode_state(&serde_json::to_vec(&v).unwrap(), &td);
+        assert!(matches!(newer, Err(Error::Corrupt(m)) if m.contains("newer writ")));
+    }
 }

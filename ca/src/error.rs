@@ -73,6 +73,43 @@ pub enum Error {
     /// A serial number collided with an issued one (astronomically unlikely; retried).
     #[error("serial number already used")]
     SerialReused,
+    /// A root rotation step is not possible in the CA's current state (nothing prepared
+    /// to activate, a generation already prepared, nothing to retire, ...).
+    #[error("CA rotation: {0}")]
+    Rotation(String),
+    /// A rotation step was asked for before it is safe; it becomes allowed at `allowed_at`
+    /// (or now with `force`).
+    #[error("{what} refused until {}: {why}; pass force to override", humantime::format_rfc3339_seconds(*.allowed_at))]
+    TooEarly {
+        /// The step refused.
+        what: String,
+        /// Why it is not safe yet.
+        why: String,
+        /// When it becomes allowed.
+        allowed_at: std::time::SystemTime,
+    },
+    /// Retiring a generation would remove the root that unexpired leaves chain to.
+    #[error("retiring CA generation G{generation} would break {count} certificate(s) valid until {}; wait or pass force", humantime::format_rfc3339_seconds(*.latest))]
+    LiveLeaves {
+        /// The generation asked to retire.
+        generation: u64,
+        /// How many unexpired leaves it signed.
+        count: u64,
+        /// The latest notAfter among them.
+        latest: std::time::SystemTime,
+    },
+    /// A CA offered for import (Istio `cacerts` layout) was refused; nothing changed.
+    #[error("CA import refused: {0}")]
+    Import(String),
+    /// The active generation was imported, so writ holds no key to renew its intermediate;
+    /// the operator must import a renewed CA.
+    #[error("the active CA generation G{generation} was imported: writ cannot renew its intermediate, which expires at {}; import a renewed CA (prepare, activate) before then", humantime::format_rfc3339_seconds(*.not_after))]
+    NotRenewable {
+        /// The active generation.
+        generation: u64,
+        /// Its intermediate's notAfter.
+        not_after: std::time::SystemTime,
+    },
 }
 
 impl From<sled::Error> for Error {

@@ -5,13 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use der::Decode;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::issuer::{IssuerRef, ca_subject, sign_ca};
 use crate::{CaSigningKey, Error, KeyType, PrivateKey, TrustDomain};
 
-/// Where a generation is in its life: prepared → active → retired.
+/// Where a generation is in its life: prepared → active → previous → retired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GenerationState {
@@ -19,22 +20,30 @@ pub enum GenerationState {
     Prepared,
     /// It signs new leaves.
     Active,
-    /// Its root has left the bundle.
+    /// A newer generation signs; its root stays in the bundle (and leaves it signed keep
+    /// verifying) until it is retired.
+    Previous,
+    /// Its root has left the bundle; its keys are erased.
     Retired,
 }
 
-/// A CA certificate with its key.
+/// A CA certificate with its key (none for an imported root, or once retired).
 pub struct CaCert {
     /// The certificate, DER.
     pub der: Vec<u8>,
-    /// Its subject common name (subject is `O=writ, CN=<cn>`).
+    /// Its subject common name (subject is `O=writ, CN=<cn>`); for an imported
+    /// certificate, its whole subject (RFC 4514).
     pub cn: String,
     /// Its subject key identifier.
     pub key_id: Vec<u8>,
     /// notAfter.
     pub not_after: SystemTime,
     subject: rcgen::DistinguishedName,
-    key: PrivateKey,
+    key: Option<PrivateKey>,
+    /// The public half, which signs nothing: stands in for `key` when it is absent.
+    public: PublicOnly,
+    /// The subject was not chosen by writ: it is rebuilt from the certificate.
+    imported: bool,
 }
 
 impl CaCert {
@@ -50,7 +59,13 @@ impl CaCert {
         let key = PrivateKey::generate(key_type)?;
         let key_id = key_identifier(key.public_key_raw());
         let subject = ca_subject(&cn);
-        let parent_ref = parent.map(CaCert::issuer_ref);
+        let parent_ref = match parent {
+            Some(p) => Some(
+                p.signing_ref()
+                    .ok_or_else(|| Error::Signing(format!("writ holds no key for {}", p.cn)))?,
+            ),
+            None => None,
+        };
         let issued = sign_ca(
             &subject,
             &key,
@@ -66,23 +81,85 @@ impl CaCert {
             key_id,
             not_after: issued.not_after,
             subject,
-            key,
+            public: PublicOnly {
+                kind: key_type,
+                raw: key.public_key_raw().to_vec(),
+            },
+            key: Some(key),
+            imported: false,
         })
     }
 
-    /// This certificate as an issuer.
+    /// A certificate writ did not issue (an imported CA), with its key when writ holds it.
+    /// The subject must be reproducible by rcgen (`issuer::rcgen_name`); the caller checks
+    /// the encoding byte for byte.
+    pub(crate) fn imported(der: Vec<u8>, key: Option<PrivateKey>) -> Result<Self, Error> {
+        let cert = x509_cert::Certificate::from_der(&der)
+            .map_err(|e| Error::BadCertificate(e.to_string()))?;
+        let subject =
+            crate::issuer::rcgen_name(cert.tbs_certificate().subject()).map_err(Error::Import)?;
+        let info = crate::CertInfo::parse(&der)?;
+        let key_id = match &info.subject_key_id {
+            Some(hex_id) => {
+                hex::decode(hex_id).map_err(|e| Error::BadCertificate(e.to_string()))?
+            }
+            None => key_identifier(
+                cert.tbs_certificate()
+                    .subject_public_key_info()
+                    .subject_public_key
+                    .raw_bytes(),
+            ),
+        };
+        Ok(Self {
+            cn: info.subject,
+            key_id,
+            not_after: info.not_after,
+            subject,
+            public: PublicOnly::of(&der)?,
+            key,
+            imported: true,
+            der,
+        })
+    }
+
+    /// This certificate as an issuer. Without the private key (an imported root, a
+    /// retired generation) signing through it fails with [`Error::Key`]; see
+    /// [`CaCert::key`].
     pub fn issuer_ref(&self) -> IssuerRef<'_> {
         IssuerRef {
             subject: &self.subject,
             key_id: &self.key_id,
             not_after: self.not_after,
-            key: &self.key,
+            key: match &self.key {
+                Some(k) => k,
+                None => &self.public,
+            },
         }
     }
 
-    /// The signing key.
-    pub fn key(&self) -> &PrivateKey {
-        &self.key
+    /// This certificate as an issuer, when writ holds its key.
+    pub(crate) fn signing_ref(&self) -> Option<IssuerRef<'_>> {
+        self.key.as_ref().map(|_| self.issuer_ref())
+    }
+
+    /// The subject as rcgen writes it.
+    pub(crate) fn rcgen_subject(&self) -> &rcgen::DistinguishedName {
+        &self.subject
+    }
+
+    /// The signing key, when writ holds it.
+    pub fn key(&self) -> Option<&PrivateKey> {
+        self.key.as_ref()
+    }
+
+    /// The certificate's subject public key: its type and raw bits.
+    pub(crate) fn public_key(&self) -> (KeyType, &[u8]) {
+        (self.public.kind, &self.public.raw)
+    }
+
+    /// Erases the private key (a retired generation signs nothing again).
+    pub(crate) fn forget_key(&mut self) {
+        self.key = None;
     }
 
     /// SHA-256 fingerprint of the certificate, lowercase hex.
@@ -93,9 +170,13 @@ impl CaCert {
     fn to_stored(&self) -> StoredCaCert {
         StoredCaCert {
             der: B64.encode(&self.der),
-            key: Zeroizing::new(B64.encode(self.key.pkcs8_der())),
+            key: self
+                .key
+                .as_ref()
+                .map(|k| Zeroizing::new(B64.encode(k.pkcs8_der()))),
             cn: self.cn.clone(),
             key_id: hex::encode(&self.key_id),
+            imported: self.imported,
         }
     }
 
@@ -104,20 +185,64 @@ impl CaCert {
         let der = B64
             .decode(&s.der)
             .map_err(|_| corrupt("certificate encoding"))?;
-        let pkcs8 = Zeroizing::new(
-            B64.decode(s.key.as_bytes())
-                .map_err(|_| corrupt("key encoding"))?,
-        );
-        let key = PrivateKey::from_pkcs8_der(&pkcs8)?;
+        let key = match &s.key {
+            Some(b64) => {
+                let pkcs8 = Zeroizing::new(
+                    B64.decode(b64.as_bytes())
+                        .map_err(|_| corrupt("key encoding"))?,
+                );
+                Some(PrivateKey::from_pkcs8_der(&pkcs8)?)
+            }
+            None => None,
+        };
+        if s.imported {
+            let mut cert = Self::imported(der, key)?;
+            cert.key_id = hex::decode(&s.key_id).map_err(|_| corrupt("key id"))?;
+            return Ok(cert);
+        }
         let info = crate::CertInfo::parse(&der)?;
         Ok(Self {
+            public: PublicOnly::of(&der)?,
             der,
             subject: ca_subject(&s.cn),
             cn: s.cn.clone(),
             key_id: hex::decode(&s.key_id).map_err(|_| corrupt("key id"))?,
             not_after: info.not_after,
             key,
+            imported: false,
         })
+    }
+}
+
+/// A CA's public key standing in for its absent private key: it signs nothing.
+struct PublicOnly {
+    kind: KeyType,
+    raw: Vec<u8>,
+}
+
+impl PublicOnly {
+    fn of(der: &[u8]) -> Result<Self, Error> {
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| Error::BadCertificate(e.to_string()))?;
+        let spki = cert.tbs_certificate().subject_public_key_info();
+        Ok(Self {
+            kind: crate::csr::spki_key_type(spki)?,
+            raw: spki.subject_public_key.raw_bytes().to_vec(),
+        })
+    }
+}
+
+impl CaSigningKey for PublicOnly {
+    fn key_type(&self) -> KeyType {
+        self.kind
+    }
+    fn public_key_raw(&self) -> &[u8] {
+        &self.raw
+    }
+    fn sign(&self, _msg: &[u8]) -> Result<Vec<u8>, Error> {
+        Err(Error::Key(
+            "writ holds no private key for this CA certificate (an imported root or a retired generation)".into(),
+        ))
     }
 }
 
@@ -138,8 +263,19 @@ pub struct Generation {
     pub intermediate: CaCert,
     /// How many intermediates this generation has had (renewals + 1).
     pub intermediates_issued: u32,
-    /// When the generation entered its current state.
+    /// When the generation entered its current state (for a prepared one: when its root
+    /// was first published).
     pub since: SystemTime,
+    /// Imported (Istio `cacerts`) rather than created by writ: writ holds no root key, so
+    /// it cannot renew the intermediate or cross-sign a successor's root.
+    pub imported: bool,
+    /// CA certificates between the intermediate and the root, intermediate's issuer first
+    /// (imported generations only; empty for writ's own).
+    pub chain: Vec<Vec<u8>>,
+    /// This generation's root certified by the previous generation's root, served after
+    /// the intermediate while that root is still in the bundle; with the generation that
+    /// signed it.
+    pub cross_signed: Option<(u64, Vec<u8>)>,
 }
 
 /// How long a generation's certificates live.
@@ -190,8 +326,56 @@ impl Generation {
             root,
             intermediate,
             intermediates_issued: 1,
-            since: now,
+            since: whole_seconds(now),
+            imported: false,
+            chain: Vec::new(),
+            cross_signed: None,
         })
+    }
+
+    /// Certifies this generation's root (subject, key and SKI unchanged) with `old`'s
+    /// root, valid no longer than `old`'s root, so peers that trust only the old root
+    /// verify leaves of this generation. `None` when writ holds no key for `old`'s root
+    /// (an imported generation).
+    pub fn cross_sign(
+        &self,
+        old: &Generation,
+        backdate: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let Some(issuer) = old.root.signing_ref() else {
+            return Ok(None);
+        };
+        let (kind, raw) = self.root.public_key();
+        let issued = crate::issuer::sign_cross(
+            &self.root.subject,
+            (kind, raw),
+            &self.root.key_id,
+            now - backdate,
+            self.root.not_after,
+            &issuer,
+        )?;
+        Ok(Some(issued.der))
+    }
+
+    /// The certificates served after a leaf: the intermediate, any CA certificates up to
+    /// the root, and the cross-signed root while `previous` (the generation that signed
+    /// it) is still in the bundle.
+    pub fn chain_after_leaf(&self, previous: Option<u64>) -> Vec<Vec<u8>> {
+        let mut chain = vec![self.intermediate.der.clone()];
+        chain.extend(self.chain.iter().cloned());
+        if let Some((by, der)) = &self.cross_signed
+            && Some(*by) == previous
+        {
+            chain.push(der.clone());
+        }
+        chain
+    }
+
+    /// Erases the private keys of a retired generation.
+    pub(crate) fn forget_keys(&mut self) {
+        self.root.forget_key();
+        self.intermediate.forget_key();
     }
 
     /// Replaces the intermediate with a fresh one (new key) under the same root; the trust
@@ -202,11 +386,17 @@ impl Generation {
         validity: Validity,
         now: SystemTime,
     ) -> Result<(), Error> {
+        if self.imported || self.root.key().is_none() {
+            return Err(Error::NotRenewable {
+                generation: self.id,
+                not_after: self.intermediate.not_after,
+            });
+        }
         let n = self.intermediates_issued + 1;
         let tag = random_tag();
         self.intermediate = CaCert::create(
             format!("writ intermediate {td} G{}.{n} {tag}", self.id),
-            self.intermediate.key().kind(),
+            self.key_type(),
             Some(0),
             now,
             validity.intermediate,
@@ -219,7 +409,7 @@ impl Generation {
 
     /// The key type of the generation's intermediate.
     pub fn key_type(&self) -> KeyType {
-        self.intermediate.key().kind()
+        self.intermediate.public_key().0
     }
 
     pub(crate) fn to_stored(&self) -> StoredGeneration {
@@ -230,6 +420,12 @@ impl Generation {
             intermediate: self.intermediate.to_stored(),
             intermediates_issued: self.intermediates_issued,
             since: unix(self.since),
+            imported: self.imported,
+            chain: self.chain.iter().map(|c| B64.encode(c)).collect(),
+            cross_signed: self
+                .cross_signed
+                .as_ref()
+                .map(|(by, der)| (*by, B64.encode(der))),
         }
     }
 
@@ -241,6 +437,22 @@ impl Generation {
             intermediate: CaCert::from_stored(&s.intermediate)?,
             intermediates_issued: s.intermediates_issued,
             since: SystemTime::UNIX_EPOCH + Duration::from_secs(s.since),
+            imported: s.imported,
+            chain: s
+                .chain
+                .iter()
+                .map(|c| B64.decode(c))
+                .collect::<Result<_, _>>()
+                .map_err(|_| Error::Corrupt(format!("generation {}: chain encoding", s.id)))?,
+            cross_signed: match &s.cross_signed {
+                Some((by, der)) => Some((
+                    *by,
+                    B64.decode(der).map_err(|_| {
+                        Error::Corrupt(format!("generation {}: cross-signed encoding", s.id))
+                    })?,
+                )),
+                None => None,
+            },
         })
     }
 }
@@ -253,6 +465,12 @@ fn random_tag() -> String {
     hex::encode(b)
 }
 
+/// `t` truncated to whole seconds, as persisted: a state read back equals the state
+/// written.
+pub(crate) fn whole_seconds(t: SystemTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(unix(t))
+}
+
 pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -263,9 +481,12 @@ pub(crate) fn unix(t: SystemTime) -> u64 {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct StoredCaCert {
     der: String,
-    key: Zeroizing<String>,
+    /// Absent for an imported root and once retired (state version 2).
+    key: Option<Zeroizing<String>>,
     cn: String,
     key_id: String,
+    #[serde(default)]
+    imported: bool,
 }
 
 /// The persisted form of a generation.
@@ -277,4 +498,11 @@ pub(crate) struct StoredGeneration {
     intermediate: StoredCaCert,
     intermediates_issued: u32,
     since: u64,
+    // Version 2 additions; a version 1 state reads them as empty.
+    #[serde(default)]
+    imported: bool,
+    #[serde(default)]
+    chain: Vec<String>,
+    #[serde(default)]
+    cross_signed: Option<(u64, String)>,
 }

@@ -143,6 +143,79 @@ pub(crate) fn sign_ca(
     }
 }
 
+/// Certifies another CA's key and subject with `issuer`: a cross-signed certificate
+/// (RFC 4158 §2.3) with the same subject, key and subject key identifier as that CA's own
+/// certificate, so a peer trusting only `issuer`'s root builds a path to the other CA.
+pub(crate) fn sign_cross(
+    subject: &DistinguishedName,
+    subject_key: (KeyType, &[u8]),
+    key_id: &[u8],
+    not_before: SystemTime,
+    not_after: SystemTime,
+    issuer: &IssuerRef<'_>,
+) -> Result<Issued, Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = subject.clone();
+    p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.key_identifier_method = KeyIdMethod::PreSpecified(key_id.to_vec());
+    p.use_authority_key_identifier_extension = true;
+    sign(
+        p,
+        not_before,
+        not_after.min(issuer.not_after),
+        &SubjectKey::raw(subject_key.0, subject_key.1),
+        issuer,
+    )
+}
+
+/// An rcgen name that encodes exactly like `name`, for issuing under a CA whose subject
+/// writ did not choose (an imported CA). rcgen writes one attribute per RDN, each type at
+/// most once, as UTF8String, PrintableString or IA5String; anything else is refused.
+/// Callers still compare the encoding byte for byte (see `import.rs`).
+pub(crate) fn rcgen_name(name: &x509_cert::name::Name) -> Result<DistinguishedName, String> {
+    use der::{Tag, Tagged};
+    let mut dn = DistinguishedName::new();
+    let mut seen = Vec::new();
+    for rdn in name.iter_rdn() {
+        let mut attrs = rdn.iter();
+        let (Some(atv), None) = (attrs.next(), attrs.next()) else {
+            return Err(format!(
+                "multi-valued RDN in {name}: writ can only reproduce one attribute per RDN"
+            ));
+        };
+        let arcs: Vec<u64> = atv.oid.arcs().map(u64::from).collect();
+        if seen.contains(&arcs) {
+            return Err(format!(
+                "attribute {} repeats in {name}: writ can only reproduce each attribute type once",
+                atv.oid
+            ));
+        }
+        seen.push(arcs.clone());
+        let text = std::str::from_utf8(atv.value.value())
+            .map_err(|_| format!("attribute {} in {name} is not valid text", atv.oid))?;
+        let value = match atv.value.tag() {
+            Tag::Utf8String => rcgen::DnValue::Utf8String(text.to_owned()),
+            Tag::PrintableString => rcgen::DnValue::PrintableString(
+                text.try_into()
+                    .map_err(|_| format!("bad PrintableString in {name}"))?,
+            ),
+            Tag::Ia5String => rcgen::DnValue::Ia5String(
+                text.try_into()
+                    .map_err(|_| format!("bad IA5String in {name}"))?,
+            ),
+            other => {
+                return Err(format!(
+                    "attribute {} in {name} is a {other}; writ reproduces UTF8String, PrintableString and IA5String",
+                    atv.oid
+                ));
+            }
+        };
+        dn.push(DnType::from_oid(&arcs), value);
+    }
+    Ok(dn)
+}
+
 /// A subject DN `O=writ, CN=<cn>`.
 pub(crate) fn ca_subject(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();

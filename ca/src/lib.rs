@@ -10,6 +10,7 @@ mod bundle;
 mod csr;
 mod error;
 mod generation;
+mod import;
 mod issuer;
 mod key;
 mod policy;
@@ -19,7 +20,7 @@ pub mod ttl;
 mod verify;
 pub mod x509;
 
-pub use authority::{Authority, CaSettings, Issuance};
+pub use authority::{Authority, CaSettings, GenerationSummary, Issuance, NextStep, RotationAction};
 pub use bundle::TrustBundle;
 pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_csr};
 pub use error::Error;

@@ -67,6 +67,34 @@ const SERIALS: &str = "issuance_serials";
 /// The embedded default: a sled database in the data directory.
 pub struct SledStore {
     db: sled::Db,
+    commit: GroupCommit,
+}
+
+/// Group commit: writers that need durability at the same moment share one flush. The
+/// first to arrive flushes (covering everything written before it started); those that
+/// arrive meanwhile wait and the next flush covers them all.
+#[derive(Default)]
+struct GroupCommit {
+    state: std::sync::Mutex<CommitState>,
+    flushed: std::sync::Condvar,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        // The state is three counters updated together under the lock; a panic elsewhere
+        // cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Writes that asked to be durable.
+    requested: u64,
+    /// Writes known durable.
+    durable: u64,
+    /// A flush is running.
+    flushing: bool,
 }
 
 impl SledStore {
@@ -82,17 +110,45 @@ impl SledStore {
                 )),
                 other => Error::Storage(format!("opening {}: {other}", path.display())),
             })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            commit: GroupCommit::default(),
+        })
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, Error> {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// Returns once everything this thread wrote before calling is on disk.
     fn durable(&self) -> Result<(), Error> {
-        // sled coalesces concurrent flushes into one fsync: this is the group commit.
-        self.db.flush()?;
-        Ok(())
+        let mut st = self.commit.lock();
+        st.requested += 1;
+        let mine = st.requested;
+        loop {
+            if st.durable >= mine {
+                return Ok(());
+            }
+            if !st.flushing {
+                st.flushing = true;
+                let covers = st.requested;
+                drop(st);
+                let result = self.db.flush();
+                st = self.commit.lock();
+                st.flushing = false;
+                if result.is_ok() {
+                    st.durable = st.durable.max(covers);
+                }
+                self.commit.flushed.notify_all();
+                result?;
+                continue;
+            }
+            st = self
+                .commit
+                .flushed
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -215,6 +271,32 @@ mod tests {
             recent.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>(),
             ["02", "01"]
         );
+    }
+
+    #[test]
+    fn concurrent_writers_share_flushes_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        s.record_issuance(&rec(&format!("{t:02x}{i:04x}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.issuance_count().unwrap(), 800);
+        let st = s.commit.state.lock().unwrap();
+        assert_eq!(st.durable, st.requested);
+        drop(st);
+        drop(s);
+        let reopened = SledStore::open(&dir.path().join("db")).unwrap();
+        assert_eq!(reopened.issuance_count().unwrap(), 800);
     }
 
     #[test]

@@ -5,18 +5,20 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use writ_ca::{AuthMethod, Caller, OverMax, SanMode, SpiffeId};
+use writ_bootstrap::Jti;
+use writ_ca::{AuthMethod, Caller, OverMax, SanMode, SpiffeId, Ttl};
 use writ_proto::admin::{self, admin_server::Admin};
 use writ_proto::v1;
 
 use crate::Error;
 use crate::convert;
-use crate::error::ca_status;
+use crate::error::{bootstrap_status, ca_status};
 use crate::state::Shared;
 
 /// The admin service.
@@ -96,7 +98,66 @@ impl Admin for AdminService {
             listen: self.shared.listen.to_string(),
             data_dir: self.shared.settings.data_dir.display().to_string(),
             intermediate_not_after: convert::unix(a.intermediate_not_after().map_err(ca_status)?),
+            token_failures: self.shared.token_failures.load(Ordering::Relaxed),
+            pid: std::process::id(),
+            ca_key_type: a.settings().ca_key_type.mnemonic().to_owned(),
         }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<admin::CreateTokenRequest>,
+    ) -> Result<Response<admin::CreateTokenResponse>, Status> {
+        let r = req.into_inner();
+        let id = SpiffeId::parse(&r.spiffe_id).map_err(ca_status)?;
+        let ttl = (r.ttl_seconds > 0).then(|| Ttl::from_secs(r.ttl_seconds));
+        // The machine pins this root; a token for any other CA would be refused by it.
+        let fingerprint = self
+            .shared
+            .authority
+            .root_fingerprint()
+            .map_err(ca_status)?;
+        let bootstrap = self.shared.bootstrap.clone();
+        let minted = tokio::task::spawn_blocking(move || {
+            bootstrap.mint(&id, ttl, r.dns_names, &fingerprint, SystemTime::now())
+        })
+        .await
+        .map_err(|_| Status::internal("token minting task failed"))?
+        .map_err(bootstrap_status)?;
+        Ok(Response::new(admin::CreateTokenResponse {
+            token: minted.token.expose().to_owned(),
+            jti: minted.jti.to_string(),
+            spiffe_id: minted.spiffe_id.to_string(),
+            expires_at: convert::unix(minted.expires_at),
+            ca_fingerprint: minted.ca_fingerprint,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        _req: Request<admin::ListTokensRequest>,
+    ) -> Result<Response<admin::ListTokensResponse>, Status> {
+        let bootstrap = self.shared.bootstrap.clone();
+        let entries = tokio::task::spawn_blocking(move || bootstrap.list(SystemTime::now()))
+            .await
+            .map_err(|_| Status::internal("token listing task failed"))?
+            .map_err(bootstrap_status)?;
+        Ok(Response::new(admin::ListTokensResponse {
+            tokens: entries.into_iter().map(convert::token).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<admin::RevokeTokenRequest>,
+    ) -> Result<Response<admin::RevokeTokenResponse>, Status> {
+        let jti = Jti::parse(&req.into_inner().jti).map_err(bootstrap_status)?;
+        let bootstrap = self.shared.bootstrap.clone();
+        tokio::task::spawn_blocking(move || bootstrap.revoke(&jti, SystemTime::now()))
+            .await
+            .map_err(|_| Status::internal("token revocation task failed"))?
+            .map_err(bootstrap_status)?;
+        Ok(Response::new(admin::RevokeTokenResponse {}))
     }
 }
 

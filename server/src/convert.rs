@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use writ_bootstrap::{TokenEntry, TokenState};
 use writ_ca::store::IssuanceRecord;
 use writ_ca::{Issuance, TrustBundle};
 use writ_proto::{admin, v1};
@@ -38,6 +39,24 @@ pub(crate) fn issued(r: IssuanceRecord) -> admin::IssuedCertificate {
         key_type: r.key_type,
         auth: r.auth,
         generation: r.generation,
+    }
+}
+
+/// A stored bootstrap token as the admin protocol carries it.
+pub(crate) fn token(e: TokenEntry) -> admin::TokenInfo {
+    let (serial, used_at) = match &e.state {
+        TokenState::Used { at, serial } => (serial.clone().unwrap_or_default(), unix(*at)),
+        _ => (String::new(), 0),
+    };
+    admin::TokenInfo {
+        jti: e.jti.to_string(),
+        spiffe_id: e.spiffe_id.to_string(),
+        created: unix(e.created),
+        expires: unix(e.expires),
+        state: e.state.to_string(),
+        serial,
+        used_at,
+        dns_names: e.dns,
     }
 }
 

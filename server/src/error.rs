@@ -1,4 +1,5 @@
-//! The server's error type and the one place CA errors become gRPC statuses.
+//! The server's error type and the one place CA and bootstrap-token errors become gRPC
+//! statuses.
 
 use tonic::Status;
 
@@ -23,6 +24,9 @@ pub enum Error {
     /// The CA core refused or failed.
     #[error(transparent)]
     Ca(#[from] writ_ca::Error),
+    /// The bootstrap token store could not be opened.
+    #[error(transparent)]
+    Bootstrap(#[from] writ_bootstrap::Error),
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -58,6 +62,84 @@ pub(crate) fn ca_status(e: writ_ca::Error) -> Status {
         other => {
             tracing::error!(error = %other, "CA failure");
             Status::internal("the CA failed to complete the request; see the server log")
+        }
+    }
+}
+
+/// Maps a bootstrap-token error to a status, following the code each variant documents.
+/// Messages name at most the token's `jti`, never the token. Internal failures are logged
+/// here and reported without detail.
+pub(crate) fn bootstrap_status(e: writ_bootstrap::Error) -> Status {
+    use writ_bootstrap::Error as E;
+    match e {
+        E::TooLarge { .. }
+        | E::Malformed(_)
+        | E::WrongAlgorithm(_)
+        | E::BadSignature
+        | E::WrongIssuer { .. }
+        | E::WrongAudience { .. }
+        | E::Expired { .. }
+        | E::NotYetValid { .. }
+        | E::UnknownToken { .. }
+        | E::ClaimsMismatch { .. } => Status::unauthenticated(e.to_string()),
+        E::AlreadyUsed { .. } | E::Revoked { .. } => Status::permission_denied(e.to_string()),
+        E::NotFound { .. } => Status::not_found(e.to_string()),
+        E::WrongState { .. } => Status::failed_precondition(e.to_string()),
+        E::TtlTooLong { .. } | E::InvalidInput(_) => Status::invalid_argument(e.to_string()),
+        other => {
+            tracing::error!(error = %other, jti = ?other.jti(), "bootstrap token store failure");
+            Status::internal("the CA failed to process the bootstrap token; see the server log")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use tonic::Code;
+    use writ_bootstrap::{Error as E, Jti};
+
+    use super::bootstrap_status;
+
+    #[test]
+    fn bootstrap_errors_map_to_their_documented_codes() {
+        let jti = || Jti::parse(&"a".repeat(32)).unwrap();
+        let cases = [
+            (
+                E::TooLarge {
+                    len: 9000,
+                    max: 8192,
+                },
+                Code::Unauthenticated,
+            ),
+            (E::Malformed("x"), Code::Unauthenticated),
+            (E::WrongAlgorithm("none".into()), Code::Unauthenticated),
+            (E::BadSignature, Code::Unauthenticated),
+            (
+                E::Expired {
+                    jti: jti(),
+                    expired_at: SystemTime::UNIX_EPOCH,
+                },
+                Code::Unauthenticated,
+            ),
+            (E::UnknownToken { jti: jti() }, Code::Unauthenticated),
+            (E::ClaimsMismatch { jti: jti() }, Code::Unauthenticated),
+            (E::AlreadyUsed { jti: jti() }, Code::PermissionDenied),
+            (E::Revoked { jti: jti() }, Code::PermissionDenied),
+            (E::NotFound { jti: jti() }, Code::NotFound),
+            (E::InvalidInput("x".into()), Code::InvalidArgument),
+            (E::Corrupt("x".into()), Code::Internal),
+            (E::Signing("x".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            let shown = e.to_string();
+            let status = bootstrap_status(e);
+            assert_eq!(status.code(), code, "{shown}");
+            if code == Code::Internal {
+                // Internal detail stays in the server log.
+                assert!(!status.message().contains(&shown), "{shown}");
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod check;
 mod config;
 mod convert;
 mod error;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -22,6 +24,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use writ_bootstrap::{Bootstrap, BootstrapSettings};
 use writ_ca::Authority;
 use writ_ca::store::SledStore;
 use writ_proto::admin::admin_server::AdminServer;
@@ -55,13 +58,24 @@ pub struct Running {
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
     // Everything the server creates (database files, sockets) is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // jsonwebtoken needs a process-wide crypto provider before any token is touched.
+    writ_bootstrap::install_crypto_provider();
     prepare_data_dir(&settings.data_dir)?;
 
     let db_path = settings.data_dir.join("db");
     let ca_settings = settings.ca.clone();
-    let (authority, created) = tokio::task::spawn_blocking(move || {
+    let token_settings = BootstrapSettings {
+        default_ttl: settings.token_ttl,
+        max_ttl: settings.token_max_ttl,
+        ..BootstrapSettings::default()
+    };
+    let (authority, bootstrap, created) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(SledStore::open(&db_path)?);
-        Authority::open(ca_settings, store)
+        let td = ca_settings.trust_domain.clone();
+        let (authority, created) = Authority::open(ca_settings, store)?;
+        // Same store as the CA: token state lives (and is backed up) with the CA state.
+        let bootstrap = Bootstrap::open(authority.store().clone(), td, token_settings)?;
+        Ok::<_, Error>((authority, bootstrap, created))
     })
     .await
     .map_err(|_| Error::Config("CA start-up task failed".into()))??;
@@ -79,6 +93,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let (bundle_tx, _) = watch::channel(authority.bundle());
     let shared = Arc::new(Shared {
         authority: authority.clone(),
+        bootstrap: Arc::new(bootstrap),
+        token_failures: AtomicU64::new(0),
         bundle_tx,
         settings: settings.clone(),
         serving: serving.clone(),
@@ -96,6 +112,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));
+    tokio::spawn(renewal::prune_tokens(shared.clone(), shutdown.clone()));
 
     let admin_socket = settings.admin_socket.clone();
     let done = tokio::spawn(async move {

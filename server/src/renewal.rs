@@ -105,3 +105,26 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 fn half_life(shared: &Shared) -> SystemTime {
     SystemTime::now() + shared.settings.ca.ttl.max().duration() / 2
 }
+
+/// How often spent and expired bootstrap token records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs until `shutdown`: prunes bootstrap token records past their retention at start
+/// and hourly, so the store does not grow with every token ever minted.
+pub(crate) async fn prune_tokens(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let retention = shared.settings.token_retention.duration();
+    loop {
+        let bootstrap = shared.bootstrap.clone();
+        match tokio::task::spawn_blocking(move || bootstrap.prune(retention, SystemTime::now()))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "pruning bootstrap tokens failed"),
+            Err(_) => tracing::error!("bootstrap token pruning task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}

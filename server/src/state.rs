@@ -2,8 +2,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use tokio::sync::watch;
+use writ_bootstrap::Bootstrap;
 use writ_ca::{Authority, TrustBundle};
 
 use crate::Settings;
@@ -12,6 +14,10 @@ use crate::tls::ServingCert;
 /// State shared by the gRPC services, the admin socket and the background tasks.
 pub(crate) struct Shared {
     pub authority: Arc<Authority>,
+    /// One-time bootstrap tokens, over the same store as the authority.
+    pub bootstrap: Arc<Bootstrap>,
+    /// Bootstrap token redemptions refused since start, for the admin status.
+    pub token_failures: AtomicU64,
     /// The current bundle; every watcher holds a receiver.
     pub bundle_tx: watch::Sender<TrustBundle>,
     pub settings: Settings,

@@ -1,8 +1,13 @@
 //! One module per top-level command.
 
+pub mod agent;
+pub mod bench;
+pub mod bootstrap;
 pub mod bundle;
 pub mod cert;
 pub mod certs;
+pub mod config;
 pub mod renew;
 pub mod server;
+pub mod token;
 pub mod x509;

@@ -48,6 +48,15 @@ pub struct Args {
     /// IP address for the server's certificate (repeatable) [default: 127.0.0.1].
     #[arg(long = "server-ip")]
     server_ips: Vec<IpAddr>,
+    /// Default bootstrap token lifetime [default: 15m].
+    #[arg(long)]
+    token_ttl: Option<Ttl>,
+    /// Longest bootstrap token lifetime an admin may mint [default: 24h].
+    #[arg(long)]
+    token_max_ttl: Option<Ttl>,
+    /// How long used, revoked and expired token records are kept [default: 7d].
+    #[arg(long)]
+    token_retention: Option<Ttl>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -74,6 +83,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         admin_socket: a.admin_socket,
         server_dns: (!a.server_dns.is_empty()).then_some(a.server_dns),
         server_ips: (!a.server_ips.is_empty()).then_some(a.server_ips),
+        token_ttl: a.token_ttl,
+        token_max_ttl: a.token_max_ttl,
+        token_retention: a.token_retention,
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;

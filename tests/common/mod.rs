@@ -40,7 +40,7 @@ impl Server {
             .args(["server", "-o", "json", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(args)
-            .env("WRIT_LOG", "warn")
+            .env("WRIT_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -117,7 +117,7 @@ impl Drop for Server {
 pub fn writ(args: &[&str]) -> Output {
     Command::new(writ_bin())
         .args(args)
-        .env("WRIT_LOG", "warn")
+        .env("WRIT_LOG", "error")
         .stdin(Stdio::null())
         .output()
         .expect("run writ")

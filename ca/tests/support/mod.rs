@@ -85,7 +85,21 @@ impl TestCa {
     }
 
     fn open(&mut self) -> bool {
-        let store = SledStore::open(&self.dir.path().join("db")).expect("open sled store");
+        let path = self.dir.path().join("db");
+        // sled's background threads can hold the database's file lock for a moment after
+        // the `Db` is dropped (sled's own tests block on it for the same reason), so a
+        // reopen waits a little for the lock rather than failing at once.
+        let mut attempts = 0;
+        let store = loop {
+            match SledStore::open(&path) {
+                Ok(store) => break store,
+                Err(e) if attempts < 100 && e.to_string().contains("lock") => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("open sled store: {e:?}"),
+            }
+        };
         let (authority, created) =
             Authority::open(self.settings.clone(), Arc::new(store)).expect("open authority");
         self.authority = Some(authority);

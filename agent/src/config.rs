@@ -1,0 +1,189 @@
+//! The agent's TOML config file, and what in it is risky (`writ config check`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use writ_ca::{KeyType, Ttl};
+
+/// `writ agent --config FILE`: every key optional; flags override. Unknown keys are errors.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFileConfig {
+    /// The CA, `host:port`.
+    pub server: Option<String>,
+    /// Where the identity files live.
+    pub out_dir: Option<PathBuf>,
+    /// A one-time bootstrap token for the first identity.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Workload API socket.
+    pub workload_api_socket: Option<PathBuf>,
+    /// Command run after each update.
+    pub on_rotate: Option<String>,
+    /// Fraction of the lifetime after which to renew.
+    pub renew_at: Option<f64>,
+    /// Jitter around `renew_at`, as a fraction of the lifetime.
+    pub jitter: Option<f64>,
+    /// Key type of each new key.
+    pub key_type: Option<KeyType>,
+    /// Requested lifetime.
+    pub ttl: Option<Ttl>,
+}
+
+impl AgentFileConfig {
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// One risky or broken thing in an agent config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigFinding {
+    /// True for an error, false for a warning.
+    pub error: bool,
+    /// The setting concerned.
+    pub subject: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+fn finding(error: bool, subject: &'static str, message: String, fix: String) -> ConfigFinding {
+    ConfigFinding {
+        error,
+        subject,
+        message,
+        fix,
+    }
+}
+
+/// Checks an agent config file's text.
+pub fn check_agent_config(text: &str) -> Vec<ConfigFinding> {
+    let c = match AgentFileConfig::parse(text) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![finding(
+                true,
+                "config",
+                format!("the file does not parse: {}", e.trim()),
+                "fix or remove the setting named above".into(),
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    if c.server.is_none() {
+        out.push(finding(
+            true,
+            "server",
+            "no server address".into(),
+            "set server = \"ca.example.org:8443\"".into(),
+        ));
+    }
+    if c.out_dir.is_none() {
+        out.push(finding(
+            true,
+            "out_dir",
+            "no out_dir".into(),
+            "set out_dir = \"/var/lib/writ-agent\"".into(),
+        ));
+    }
+    if let Some(f) = c.renew_at {
+        if !(f > 0.0 && f < 1.0) {
+            out.push(finding(
+                true,
+                "renew_at",
+                format!("renew_at {f} is outside (0, 1)"),
+                "use 0.5".into(),
+            ));
+        } else if f > 0.8 {
+            out.push(finding(
+                false,
+                "renew_at",
+                format!("renewing at {f} of the lifetime leaves little time to retry"),
+                "use 0.5 to 0.7".into(),
+            ));
+        }
+    }
+    if let Some(dir) = &c.out_dir {
+        let key = dir.join("key.pem");
+        if let Some(mode) = mode(&key).filter(|m| m & 0o077 != 0) {
+            out.push(finding(
+                true,
+                "out_dir",
+                format!(
+                    "{} is accessible to group or others (mode {mode:04o})",
+                    key.display()
+                ),
+                format!("chmod 0600 {}", key.display()),
+            ));
+        }
+    }
+    if let Some(token) = &c.bootstrap_token_file
+        && let Some(mode) = mode(token).filter(|m| m & 0o077 != 0)
+    {
+        out.push(finding(
+            true,
+            "bootstrap_token_file",
+            format!(
+                "{} is readable by group or others (mode {mode:04o})",
+                token.display()
+            ),
+            format!("chmod 0600 {}", token.display()),
+        ));
+    }
+    if let Some(sock) = &c.workload_api_socket
+        && let Some(mode) = sock
+            .parent()
+            .and_then(mode)
+            .filter(|m| m & 0o002 != 0 && m & 0o1000 == 0)
+    {
+        out.push(finding(
+            false,
+            "workload_api_socket",
+            format!("the socket's directory is world-writable (mode {mode:04o})"),
+            "put the socket in a directory only the agent's user can write".into(),
+        ));
+    }
+    out
+}
+
+fn mode(p: &Path) -> Option<u32> {
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings() {
+        assert!(check_agent_config("server = \"a:1\"\nout_dir = \"/nonexistent\"\n").is_empty());
+        let f = check_agent_config("out_dir = \"/x\"\nrenew_at = 1.5\n");
+        assert_eq!(
+            f.iter().map(|f| (f.error, f.subject)).collect::<Vec<_>>(),
+            [(true, "server"), (true, "renew_at")]
+        );
+        let f = check_agent_config("server = \"a:1\"\nout_dir = \"/x\"\nrenew_at = 0.9\n");
+        assert_eq!(
+            f.iter().map(|f| (f.error, f.subject)).collect::<Vec<_>>(),
+            [(false, "renew_at")]
+        );
+        assert_eq!(check_agent_config("srever = 1")[0].subject, "config");
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("t");
+        std::fs::write(&token, "x").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "server = \"a:1\"\nout_dir = \"/x\"\nbootstrap_token_file = {:?}\n",
+            token.display().to_string()
+        );
+        let f = check_agent_config(&text);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].error && f[0].fix.starts_with("chmod 0600"));
+    }
+}

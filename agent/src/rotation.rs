@@ -1,0 +1,318 @@
+//! `writ agent`: keep a valid identity at all times. The current identity lives in a
+//! `tokio::sync::watch`; the rotation task renews it at a jittered fraction of its life
+//! (backing off exponentially with jitter on failure), the bundle task follows the CA's
+//! bundle stream, and the Workload API serves whatever the watch holds. Idle, the agent
+//! sleeps on its timer and its stream.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use writ_ca::KeyType;
+use writ_proto::v1::GetBundleRequest;
+
+use crate::client::{ServerTrust, connect};
+use crate::files::{self, Identity};
+use crate::renew::{RenewOptions, renew};
+use crate::schedule::Schedule;
+use crate::status::{AgentStatus, rfc3339};
+use crate::{Error, hook, workload};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// The CA, `host:port`.
+    pub server: String,
+    /// Where cert.pem, key.pem and bundle.pem live.
+    pub out_dir: PathBuf,
+    /// A one-time bootstrap token for the first identity.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Serve the SPIFFE Workload API on this Unix socket.
+    pub workload_api_socket: Option<PathBuf>,
+    /// Run after every update of the files.
+    pub on_rotate: Option<String>,
+    /// How long `on_rotate` may run.
+    pub on_rotate_timeout: Duration,
+    /// When to renew.
+    pub schedule: Schedule,
+    /// Key type of each new key.
+    pub key_type: KeyType,
+    /// Requested certificate lifetime; `None` for the server's default.
+    pub ttl: Option<Duration>,
+}
+
+type Current = watch::Sender<Option<Arc<Identity>>>;
+
+/// State the agent's tasks share.
+struct Agent {
+    opts: AgentOptions,
+    current: Current,
+    status: Mutex<AgentStatus>,
+    /// Serialises read-modify-write of the identity between rotation and bundle updates.
+    update: tokio::sync::Mutex<()>,
+}
+
+/// Runs the agent until `shutdown` or an error retrying cannot fix.
+pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), Error> {
+    let first = first_identity(&opts).await?;
+    let id = first.spiffe_id()?;
+    tracing::info!(spiffe_id = %id, serial = %first.leaf_info()?.serial, "identity in place");
+    let (current, rx) = watch::channel(Some(Arc::new(first)));
+    let agent = Arc::new(Agent {
+        status: Mutex::new(AgentStatus {
+            pid: std::process::id(),
+            ..Default::default()
+        }),
+        opts,
+        current,
+        update: tokio::sync::Mutex::new(()),
+    });
+    agent.write_status(|_| {});
+
+    if let Some(socket) = agent.opts.workload_api_socket.clone() {
+        let stop = shutdown.clone();
+        let td = id.trust_domain();
+        tokio::spawn(async move {
+            if let Err(e) = workload::serve(&socket, rx, td, stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "Workload API stopped");
+            }
+        });
+    }
+    tokio::spawn(follow_bundle(agent.clone(), shutdown.clone()));
+    let result = rotate(agent.clone(), shutdown).await;
+    if let Err(e) = &result {
+        agent.write_status(|s| s.last_error = Some(e.to_string()));
+    }
+    result
+}
+
+async fn first_identity(opts: &AgentOptions) -> Result<Identity, Error> {
+    if let Some(token) = &opts.bootstrap_token_file {
+        let done =
+            crate::bootstrap::bootstrap(&opts.server, token, &opts.out_dir, opts.key_type).await?;
+        return Ok(done.identity);
+    }
+    match files::read_identity(&opts.out_dir)? {
+        Some(id) => {
+            let leaf = id.leaf_info()?;
+            if leaf.not_after <= SystemTime::now() {
+                return Err(Error::Expired {
+                    id: leaf.spiffe_id()?.to_string(),
+                    at: rfc3339(leaf.not_after),
+                });
+            }
+            Ok(id)
+        }
+        None => Err(Error::NoIdentity(format!(
+            "no certificate in {} and no --bootstrap-token-file: mint one (writ x509 mint) or give the agent a bootstrap token (writ token create)",
+            opts.out_dir.display()
+        ))),
+    }
+}
+
+impl Agent {
+    fn identity(&self) -> Arc<Identity> {
+        // The watch is created with Some and only ever replaced with Some.
+        self.current
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| unreachable!("the agent always holds an identity"))
+    }
+
+    fn write_status(&self, f: impl FnOnce(&mut AgentStatus)) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        if let Err(e) = s.write(&self.opts.out_dir) {
+            tracing::warn!(error = %e, "could not write the agent status file");
+        }
+    }
+
+    /// Writes `new` as the current identity, publishes it and runs the hook.
+    async fn publish(&self, new: Identity) -> Result<(), Error> {
+        let dir = self.opts.out_dir.clone();
+        let new = Arc::new(new);
+        let to_write = new.clone();
+        tokio::task::spawn_blocking(move || files::write_identity(&dir, &to_write))
+            .await
+            .map_err(|_| Error::Connect("file writer task failed".into()))??;
+        self.current.send_replace(Some(new));
+        if let Some(cmd) = &self.opts.on_rotate {
+            hook::run(cmd, &self.opts.out_dir, self.opts.on_rotate_timeout).await;
+        }
+        Ok(())
+    }
+}
+
+async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Error> {
+    let renew_opts = RenewOptions {
+        key_type: agent.opts.key_type,
+        ttl: agent.opts.ttl,
+    };
+    // Lifetimes count from when the agent obtained the certificate, not from notBefore:
+    // CAs backdate notBefore for clock skew, which would otherwise eat a short lifetime.
+    // A certificate found on disk counts from its notBefore.
+    let mut obtained: Option<SystemTime> = None;
+    loop {
+        let current = agent.identity();
+        let leaf = current.leaf_info()?;
+        let base = obtained.unwrap_or(leaf.not_before).max(leaf.not_before);
+        let at = agent
+            .opts
+            .schedule
+            .renewal_time(base, leaf.not_after, rand::random::<f64>());
+        agent.write_status(|s| s.next_renewal = Some(rfc3339(at)));
+        let wait = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(
+                agent
+                    .opts
+                    .schedule
+                    .max_backoff(leaf.not_before, leaf.not_after),
+            )
+            .without_max_times();
+        let attempt = || async {
+            let current = agent.identity();
+            renew(&agent.opts.server, &current, renew_opts).await
+        };
+        let renewed = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = attempt
+                .retry(backoff)
+                .when(|e: &Error| !e.is_permanent())
+                .notify(|e: &Error, pause: Duration| {
+                    tracing::warn!(error = %e, retry_in = ?pause, "renewal failed; keeping the current certificate");
+                    agent.write_status(|s| s.last_error = Some(e.to_string()));
+                }) => r,
+        };
+        match renewed {
+            Ok(new) => {
+                obtained = Some(SystemTime::now());
+                let _guard = agent.update.lock().await;
+                let serial = new.leaf_info()?.serial;
+                agent.publish(new).await?;
+                tracing::info!(%serial, "rotated");
+                agent.write_status(|s| {
+                    s.rotations += 1;
+                    s.last_error = None;
+                });
+            }
+            Err(e @ Error::Expired { .. }) => return Err(e),
+            Err(e) => {
+                // Retrying will not help until someone changes something (identity denied,
+                // policy changed): report it and try again much later, not in a loop.
+                tracing::error!(error = %e, "renewal refused; will try again later");
+                agent.write_status(|s| s.last_error = Some(e.to_string()));
+                let pause = agent
+                    .opts
+                    .schedule
+                    .max_backoff(leaf.not_before, leaf.not_after)
+                    * 5;
+                let until_expiry = leaf
+                    .not_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause.min(until_expiry)) => {}
+                }
+                if leaf.not_after <= SystemTime::now() {
+                    return Err(Error::Expired {
+                        id: leaf.spiffe_id()?.to_string(),
+                        at: rfc3339(leaf.not_after),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Follows the CA's bundle stream for as long as the agent runs, reconnecting with backoff,
+/// and swaps each new bundle into the files and the Workload API at once.
+async fn follow_bundle(agent: Arc<Agent>, shutdown: CancellationToken) {
+    loop {
+        let open = || async {
+            let current = agent.identity();
+            let id = current.spiffe_id()?;
+            let trust = ServerTrust::Bundle {
+                trust_domain: id.trust_domain(),
+                roots: current.bundle.clone(),
+            };
+            let mut client = connect(&agent.opts.server, trust, Some(&current)).await?;
+            client
+                .watch_bundle(GetBundleRequest {})
+                .await
+                .map(|r| r.into_inner())
+                .map_err(Error::from_status)
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times();
+        let mut stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = open.retry(backoff).notify(|e: &Error, pause: Duration| {
+                tracing::debug!(error = %e, retry_in = ?pause, "bundle stream unavailable");
+            }) => match s {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bundle stream refused");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(10)) => continue,
+                    }
+                }
+            },
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = stream.message() => m,
+            };
+            match msg {
+                Ok(Some(bundle)) => {
+                    if let Err(e) = apply_bundle(&agent, bundle).await {
+                        tracing::warn!(error = %e, "could not apply the new trust bundle");
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    tracing::debug!("bundle stream ended; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn apply_bundle(agent: &Agent, bundle: writ_proto::v1::TrustBundle) -> Result<(), Error> {
+    let _guard = agent.update.lock().await;
+    let current = agent.identity();
+    let id = current.spiffe_id()?;
+    if bundle.trust_domain != id.trust_domain_str() || bundle.roots.is_empty() {
+        return Err(Error::InvalidResponse(format!(
+            "bundle for {:?} with {} roots does not fit {id}",
+            bundle.trust_domain,
+            bundle.roots.len()
+        )));
+    }
+    if bundle.roots == current.bundle {
+        return Ok(());
+    }
+    let updated = current.with_bundle(bundle.roots)?;
+    agent.publish(updated).await?;
+    tracing::info!(sequence = bundle.sequence, "trust bundle updated");
+    agent.write_status(|s| s.bundle_updates += 1);
+    Ok(())
+}

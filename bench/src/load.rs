@@ -1,0 +1,281 @@
+//! The workers: each keeps one request in flight until the clock runs out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use writ_agent::client::{ServerTrust, connect};
+use writ_ca::{CertInfo, PrivateKey, SpiffeId, TrustDomain, build_csr};
+use writ_proto::v1::ca_client::CaClient;
+use writ_proto::v1::{SignRequest, SignResponse};
+
+use crate::stats::Samples;
+use crate::{BenchOptions, Error, Mode};
+
+pub(crate) struct Outcome {
+    pub samples: Samples,
+    pub elapsed: Duration,
+}
+
+/// A request a worker can send again and again, and the identity its answer must name.
+#[derive(Clone)]
+struct Job {
+    csr: Vec<u8>,
+    expect: SpiffeId,
+    token: Option<String>,
+}
+
+pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
+    if opts.concurrency == 0 || opts.connections == 0 {
+        return Err(Error::Options(
+            "--concurrency and --connections must be at least 1".into(),
+        ));
+    }
+    let jobs = Arc::new(prepare_jobs(opts)?);
+    let trust = trust(opts)?;
+    let mut clients = Vec::new();
+    if opts.mode == Mode::Renew {
+        for _ in 0..opts.connections {
+            clients.push(connect(&opts.server, trust.clone(), opts.identity.as_ref()).await?);
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let next_token = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let progress = opts.progress.then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let s = start.elapsed().as_secs_f64();
+                eprint!("\r{s:5.1}s  {n:>9} certificates  {:>9.0}/s", n as f64 / s);
+            }
+        })
+    });
+    let mut workers = Vec::new();
+    for w in 0..opts.concurrency {
+        let client = clients.get(w % clients.len().max(1)).cloned();
+        let ctx = Worker {
+            mode: opts.mode,
+            server: opts.server.clone(),
+            trust: trust.clone(),
+            identity: opts
+                .identity
+                .as_ref()
+                .map(|i| i.try_clone())
+                .transpose()
+                .map_err(writ_agent::Error::from)?,
+            jobs: jobs.clone(),
+            done: done.clone(),
+            next_token: next_token.clone(),
+        };
+        workers.push(tokio::spawn(ctx.run(w, client, deadline)));
+    }
+    let mut samples = Samples::default();
+    for w in workers {
+        if let Ok(s) = w.await {
+            samples.merge(s);
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    Ok(Outcome { samples, elapsed })
+}
+
+fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
+    // Keys and CSRs are made before the clock starts: the client's key generation is not
+    // what is measured.
+    let key = PrivateKey::generate(opts.key_type)?;
+    match opts.mode {
+        Mode::Renew | Mode::Handshake => {
+            let identity = opts
+                .identity
+                .as_ref()
+                .ok_or_else(|| Error::Options("this mode needs a client identity".into()))?;
+            let id = identity.spiffe_id().map_err(writ_agent::Error::from)?;
+            let csr = build_csr(&key, &id, &[])?;
+            Ok(vec![Job {
+                csr,
+                expect: id,
+                token: None,
+            }])
+        }
+        Mode::Bootstrap => {
+            if opts.tokens.is_empty() {
+                return Err(Error::Options("bootstrap mode needs tokens".into()));
+            }
+            opts.tokens
+                .iter()
+                .map(|t| {
+                    let claims = writ_bootstrap_claims(t)?;
+                    Ok(Job {
+                        csr: build_csr(&key, &claims, &[])?,
+                        expect: claims,
+                        token: Some(t.clone()),
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// The SPIFFE ID a token grants, read from its payload (the server verifies it).
+fn writ_bootstrap_claims(token: &str) -> Result<SpiffeId, Error> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| Error::Options("a bootstrap token is not a JWT".into()))?;
+    let bytes = base64_url(payload)
+        .ok_or_else(|| Error::Options("token payload is not base64url".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Options(format!("token payload: {e}")))?;
+    let sub = v["sub"]
+        .as_str()
+        .ok_or_else(|| Error::Options("token has no sub".into()))?;
+    Ok(SpiffeId::parse(sub)?)
+}
+
+fn base64_url(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            b'=' => continue,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn trust(opts: &BenchOptions) -> Result<ServerTrust, Error> {
+    if let Some(identity) = &opts.identity {
+        let id = identity.spiffe_id().map_err(writ_agent::Error::from)?;
+        return Ok(ServerTrust::Bundle {
+            trust_domain: id.trust_domain(),
+            roots: identity.bundle.clone(),
+        });
+    }
+    let token = opts
+        .tokens
+        .first()
+        .ok_or_else(|| Error::Options("no identity and no tokens".into()))?;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(base64_url)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+    let fingerprint = v["ca_fingerprint"]
+        .as_str()
+        .ok_or_else(|| Error::Options("token carries no CA fingerprint".into()))?
+        .to_owned();
+    let sub = v["sub"].as_str().unwrap_or_default();
+    let trust_domain = SpiffeId::parse(sub)
+        .map(|s| s.trust_domain())
+        .or_else(|_| TrustDomain::parse("cluster.local"))?;
+    Ok(ServerTrust::PinnedRoot {
+        trust_domain,
+        fingerprint,
+    })
+}
+
+struct Worker {
+    mode: Mode,
+    server: String,
+    trust: ServerTrust,
+    identity: Option<writ_agent::files::Identity>,
+    jobs: Arc<Vec<Job>>,
+    done: Arc<AtomicU64>,
+    next_token: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    async fn run(self, w: usize, client: Option<CaClient<Channel>>, deadline: Instant) -> Samples {
+        let mut samples = Samples::default();
+        while Instant::now() < deadline {
+            let job = match self.mode {
+                Mode::Bootstrap => {
+                    let i = self.next_token.fetch_add(1, Ordering::Relaxed);
+                    match self.jobs.get(i) {
+                        Some(j) => j.clone(),
+                        None => break,
+                    }
+                }
+                _ => self.jobs[w % self.jobs.len()].clone(),
+            };
+            let started = Instant::now();
+            let result = match (&self.mode, &client) {
+                (Mode::Renew, Some(c)) => sign(c.clone(), &job).await,
+                _ => match connect(
+                    &self.server,
+                    self.trust.clone(),
+                    if job.token.is_some() {
+                        None
+                    } else {
+                        self.identity.as_ref()
+                    },
+                )
+                .await
+                {
+                    Ok(c) => sign(c, &job).await,
+                    Err(_) => Err("connect".to_owned()),
+                },
+            };
+            match result {
+                Ok(()) => {
+                    samples.ok(started.elapsed());
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(kind) => samples.error(kind),
+            }
+        }
+        samples
+    }
+}
+
+async fn sign(mut client: CaClient<Channel>, job: &Job) -> Result<(), String> {
+    let mut req = tonic::Request::new(SignRequest {
+        csr: job.csr.clone(),
+        ttl_seconds: 0,
+    });
+    if let Some(token) = &job.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "bad-token".to_owned())?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    let resp = client
+        .sign(req)
+        .await
+        .map_err(|s| format!("{:?}", s.code()))?;
+    check(resp.into_inner(), &job.expect)
+}
+
+/// A cheap check that the answer is a certificate for the right identity.
+fn check(resp: SignResponse, expect: &SpiffeId) -> Result<(), String> {
+    let leaf = resp.chain.first().ok_or("invalid-response")?;
+    let info = CertInfo::parse(leaf).map_err(|_| "invalid-response".to_owned())?;
+    match info.spiffe_id() {
+        Ok(id) if id == *expect => Ok(()),
+        _ => Err("invalid-response".to_owned()),
+    }
+}

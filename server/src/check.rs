@@ -1,0 +1,328 @@
+//! `writ config check`: what in a server config is insecure or risky, each finding with a
+//! severity and a one-line fix. Pure over the file's text and the file system it names.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::ServerConfig;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Risky; works.
+    Warning,
+    /// Insecure or broken.
+    Error,
+}
+
+/// One thing wrong with a config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Severity.
+    pub severity: Severity,
+    /// The setting or path concerned.
+    pub subject: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, in one line.
+    pub fix: String,
+}
+
+impl Finding {
+    /// A finding.
+    pub fn new(
+        severity: Severity,
+        subject: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity,
+            subject: subject.to_owned(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Checks a server config file's text.
+pub fn check_server_config(text: &str) -> Vec<Finding> {
+    let config = match ServerConfig::parse(text) {
+        Ok(c) => c,
+        // Unknown keys and bad values are errors, never silently ignored.
+        Err(e) => {
+            return vec![Finding::new(
+                Severity::Error,
+                "config",
+                format!("the file does not parse: {}", e.trim()),
+                "fix or remove the setting named above (see README.md for the keys)",
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    let max_ttl = config.max_ttl.map(|t| t.duration());
+    if let Some(max) = max_ttl.filter(|m| *m > DAY) {
+        out.push(Finding::new(
+            Severity::Warning,
+            "max_ttl",
+            format!(
+                "leaf certificates may live {}; a stolen key stays useful that long",
+                humantime::format_duration(max)
+            ),
+            "set max_ttl to 24h or less",
+        ));
+    }
+    if let Some(t) = config
+        .token_max_ttl
+        .map(|t| t.duration())
+        .filter(|t| *t > DAY)
+    {
+        out.push(Finding::new(
+            Severity::Warning,
+            "token_max_ttl",
+            format!(
+                "bootstrap tokens may live {}",
+                humantime::format_duration(t)
+            ),
+            "set token_max_ttl to 24h or less",
+        ));
+    }
+    if let Some(k) = config
+        .ca_key_type
+        .filter(|k| *k == writ_ca::KeyType::Rsa2048)
+    {
+        out.push(Finding::new(
+            Severity::Warning,
+            "ca_key_type",
+            format!("{k} is weak for a root that lives years"),
+            "use ec-p256, ec-p384 or rsa-3072 and up",
+        ));
+    }
+    let max = max_ttl.unwrap_or(DAY);
+    if let Some(root) = config.root_ttl.map(|t| t.duration())
+        && (root <= max || root < 90 * DAY)
+    {
+        out.push(Finding::new(
+            Severity::Warning,
+            "root_ttl",
+            format!("the root lives only {}", humantime::format_duration(root)),
+            "give the root years (root_ttl = \"10y\") and rotate it with `writ root rotate`",
+        ));
+    }
+    if let Some(i) = config.intermediate_ttl.map(|t| t.duration())
+        && i <= max * 2
+    {
+        out.push(Finding::new(
+            Severity::Error,
+            "intermediate_ttl",
+            "the intermediate does not outlive twice the max leaf TTL; the server refuses to start",
+            "raise intermediate_ttl above 2 × max_ttl",
+        ));
+    }
+    if let (Some(d), Some(min), Some(max)) = (config.default_ttl, config.min_ttl, config.max_ttl)
+        && !(min <= d && d <= max)
+    {
+        out.push(Finding::new(
+            Severity::Error,
+            "default_ttl",
+            "min_ttl <= default_ttl <= max_ttl does not hold; the server refuses to start",
+            "order the three TTLs",
+        ));
+    }
+    if let Some(dir) = &config.data_dir {
+        check_private(dir, "data_dir", &mut out);
+        if let Ok(entries) = walk(&dir.join("db")) {
+            for p in entries {
+                check_private(&p, "data_dir", &mut out);
+            }
+        }
+    }
+    if let Some(sock) = &config.admin_socket {
+        let inside = config
+            .data_dir
+            .as_ref()
+            .is_some_and(|d| sock.starts_with(d));
+        if !inside {
+            if let Some(parent) = sock.parent()
+                && let Ok(m) = std::fs::metadata(parent)
+            {
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                    out.push(Finding::new(
+                        Severity::Error,
+                        "admin_socket",
+                        format!(
+                            "{} is world-writable: anyone can replace the admin socket",
+                            parent.display()
+                        ),
+                        format!(
+                            "chmod 0755 {} (or keep the socket in the data dir)",
+                            parent.display()
+                        ),
+                    ));
+                }
+            }
+            if let Ok(m) = std::fs::metadata(sock)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                out.push(Finding::new(
+                    Severity::Warning,
+                    "admin_socket",
+                    format!("{} is accessible to group or others", sock.display()),
+                    format!("chmod 0600 {}", sock.display()),
+                ));
+            }
+        }
+    }
+    if let Some(listen) = config.listen
+        && !listen.ip().is_loopback()
+        && config
+            .server_dns
+            .as_ref()
+            .is_none_or(|d| d.iter().all(|n| n == "localhost"))
+    {
+        out.push(Finding::new(
+            Severity::Warning,
+            "server_dns",
+            format!("the server listens on {listen} but its certificate names only localhost"),
+            "add the name clients use with server_dns = [\"ca.example.org\"]",
+        ));
+    }
+    out
+}
+
+fn check_private(path: &Path, subject: &str, out: &mut Vec<Finding>) {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let want = if m.is_dir() { "0700" } else { "0600" };
+            out.push(Finding::new(
+                Severity::Error,
+                subject,
+                format!(
+                    "{} is accessible to group or others (mode {mode:04o}); it holds CA keys",
+                    path.display()
+                ),
+                format!("chmod {want} {}", path.display()),
+            ));
+        }
+    }
+}
+
+fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The exit code `writ config check` uses: 0 clean, 1 warnings only, 2 any error.
+pub fn exit_code(findings: &[Finding]) -> u8 {
+    match findings.iter().map(|f| f.severity).max() {
+        None => 0,
+        Some(Severity::Warning) => 1,
+        Some(Severity::Error) => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects(text: &str) -> Vec<(Severity, String)> {
+        check_server_config(text)
+            .into_iter()
+            .map(|f| (f.severity, f.subject))
+            .collect()
+    }
+
+    #[test]
+    fn clean_config_has_no_findings() {
+        assert!(
+            check_server_config("trust_domain = \"example.org\"\nmax_ttl = \"12h\"\n").is_empty()
+        );
+        assert_eq!(exit_code(&[]), 0);
+    }
+
+    #[test]
+    fn each_risk_is_reported() {
+        assert_eq!(
+            subjects("max_ttl = \"48h\""),
+            [(Severity::Warning, "max_ttl".to_owned())]
+        );
+        assert_eq!(
+            subjects("token_max_ttl = \"72h\""),
+            [(Severity::Warning, "token_max_ttl".to_owned())]
+        );
+        assert_eq!(
+            subjects("ca_key_type = \"rsa-2048\""),
+            [(Severity::Warning, "ca_key_type".to_owned())]
+        );
+        assert_eq!(
+            subjects("root_ttl = \"30d\""),
+            [(Severity::Warning, "root_ttl".to_owned())]
+        );
+        assert_eq!(
+            subjects("intermediate_ttl = \"36h\""),
+            [(Severity::Error, "intermediate_ttl".to_owned())]
+        );
+        assert_eq!(
+            subjects("default_ttl = \"2h\"\nmin_ttl = \"1m\"\nmax_ttl = \"1h\""),
+            [(Severity::Error, "default_ttl".to_owned())]
+        );
+        assert_eq!(
+            subjects("listen = \"0.0.0.0:8443\""),
+            [(Severity::Warning, "server_dns".to_owned())]
+        );
+        assert_eq!(
+            subjects("unknown_key = 1"),
+            [(Severity::Error, "config".to_owned())]
+        );
+        assert_eq!(
+            subjects("max_ttl = \"soon\""),
+            [(Severity::Error, "config".to_owned())]
+        );
+    }
+
+    #[test]
+    fn loose_file_modes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("db")).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(data.join("db/conf"), b"x").unwrap();
+        std::fs::set_permissions(data.join("db/conf"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let text = format!("data_dir = {:?}", data.display().to_string());
+        let f = check_server_config(&text);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(
+            f.iter()
+                .all(|f| f.severity == Severity::Error && f.fix.starts_with("chmod"))
+        );
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let text = format!(
+            "admin_socket = {:?}",
+            open.join("admin.sock").display().to_string()
+        );
+        assert_eq!(
+            subjects(&text),
+            [(Severity::Error, "admin_socket".to_owned())]
+        );
+        assert_eq!(exit_code(&check_server_config(&text)), 2);
+    }
+}

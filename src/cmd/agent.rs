@@ -1,0 +1,243 @@
+//! `writ agent`, `writ agent wait`, `writ agent status`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use writ_agent::config::AgentFileConfig;
+use writ_agent::files::read_identity;
+use writ_agent::rotation::{AgentOptions, run};
+use writ_agent::schedule::Schedule;
+use writ_agent::status::AgentStatus;
+use writ_ca::{KeyType, Ttl};
+
+use crate::output::{self, Format};
+
+/// `writ agent`: run the agent, or one of its helpers.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    sub: Option<Sub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Exit 0 as soon as a valid certificate is in place (for ExecStartPre, init containers).
+    Wait(WaitArgs),
+    /// Show the identity in an out dir and what the agent last did.
+    Status(StatusArgs),
+}
+
+/// Flags of the agent itself; each may also be set in the --config TOML file.
+#[derive(Args, Default)]
+struct RunArgs {
+    /// The writ server, host:port.
+    #[arg(long, env = "WRIT_SERVER")]
+    server: Option<String>,
+    /// Directory for cert.pem, key.pem (0600) and bundle.pem, replaced atomically as a set.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// One-time bootstrap token for the first certificate (deleted once used).
+    #[arg(long)]
+    bootstrap_token_file: Option<PathBuf>,
+    /// Serve the SPIFFE Workload API on this Unix socket.
+    #[arg(long)]
+    workload_api_socket: Option<PathBuf>,
+    /// Command run (with sh -c) after every update of the files, e.g. to reload a service.
+    #[arg(long)]
+    on_rotate: Option<String>,
+    /// Renew after this fraction of the certificate's lifetime [default: 0.5].
+    #[arg(long)]
+    renew_at: Option<f64>,
+    /// Random jitter around --renew-at, as a fraction of the lifetime [default: 0.1].
+    #[arg(long)]
+    jitter: Option<f64>,
+    /// Key type of each new key [default: ec-p256].
+    #[arg(long)]
+    key_type: Option<KeyType>,
+    /// Requested certificate lifetime [default: the server's default].
+    #[arg(long)]
+    ttl: Option<Ttl>,
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct WaitArgs {
+    /// The agent's out dir.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Give up after this long.
+    #[arg(long, default_value = "60s")]
+    timeout: Ttl,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The agent's out dir.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Runs `writ agent ...`.
+pub async fn run_command(c: AgentCommand) -> anyhow::Result<()> {
+    match c.sub {
+        Some(Sub::Wait(a)) => wait(a).await,
+        Some(Sub::Status(a)) => status(a),
+        None => run_agent(c.run).await,
+    }
+}
+
+async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
+    let file = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            AgentFileConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => AgentFileConfig::default(),
+    };
+    let server = a
+        .server
+        .or(file.server)
+        .context("--server HOST:PORT is required")?;
+    let out_dir = a
+        .out_dir
+        .or(file.out_dir)
+        .context("--out-dir DIR is required")?;
+    let d = Schedule::default();
+    let schedule = Schedule::new(
+        a.renew_at.or(file.renew_at).unwrap_or(d.renew_at),
+        a.jitter.or(file.jitter).unwrap_or(d.jitter),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let opts = AgentOptions {
+        server,
+        out_dir,
+        bootstrap_token_file: a.bootstrap_token_file.or(file.bootstrap_token_file),
+        workload_api_socket: a.workload_api_socket.or(file.workload_api_socket),
+        on_rotate: a.on_rotate.or(file.on_rotate),
+        on_rotate_timeout: Duration::from_secs(30),
+        schedule,
+        key_type: a.key_type.or(file.key_type).unwrap_or(KeyType::EcP256),
+        ttl: a.ttl.or(file.ttl).map(Ttl::duration),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        stop.cancel();
+    });
+    run(opts, shutdown).await?;
+    Ok(())
+}
+
+async fn wait(a: WaitArgs) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + a.timeout.duration();
+    let mut last = String::from("no certificate yet");
+    loop {
+        match read_identity(&a.out_dir) {
+            Ok(Some(id)) => match id.leaf_info() {
+                Ok(leaf) if leaf.not_after > SystemTime::now() => return Ok(()),
+                Ok(leaf) => {
+                    last = format!(
+                        "the certificate expired at {}",
+                        humantime::format_rfc3339_seconds(leaf.not_after)
+                    )
+                }
+                Err(e) => last = e.to_string(),
+            },
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "no valid certificate in {} after {} ({last}); is `writ agent --out-dir {}` running and able to reach the CA?",
+                a.out_dir.display(),
+                a.timeout,
+                a.out_dir.display()
+            );
+        }
+        // A short-lived readiness probe, not the agent: a brief poll is the simple, portable way.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let identity = read_identity(&a.out_dir)?
+        .with_context(|| format!("no identity in {}", a.out_dir.display()))?;
+    let leaf = identity.leaf_info()?;
+    let st = AgentStatus::read(&a.out_dir);
+    let roots: Vec<String> = identity
+        .bundle
+        .iter()
+        .map(|r| writ_ca::x509::sha256_hex(r))
+        .collect();
+    let now = SystemTime::now();
+    match a.output {
+        Format::Json => output::json(&json!({
+            "spiffe_id": leaf.spiffe_id()?.to_string(),
+            "serial": leaf.serial,
+            "not_after": humantime::format_rfc3339_seconds(leaf.not_after).to_string(),
+            "valid": leaf.not_after > now,
+            "next_renewal": st.as_ref().and_then(|s| s.next_renewal.clone()),
+            "rotations": st.as_ref().map(|s| s.rotations),
+            "bundle_updates": st.as_ref().map(|s| s.bundle_updates),
+            "bundle_roots": roots,
+            "last_error": st.as_ref().and_then(|s| s.last_error.clone()),
+            "agent_pid": st.as_ref().map(|s| s.pid),
+        }))?,
+        Format::Text => {
+            println!("SPIFFE ID:     {}", leaf.spiffe_id()?);
+            println!("serial:        {}", leaf.serial);
+            println!(
+                "not after:     {}{}",
+                humantime::format_rfc3339_seconds(leaf.not_after),
+                if leaf.not_after > now {
+                    ""
+                } else {
+                    " (EXPIRED)"
+                }
+            );
+            match &st {
+                Some(s) => {
+                    println!(
+                        "next renewal:  {}",
+                        s.next_renewal.as_deref().unwrap_or("-")
+                    );
+                    println!(
+                        "rotations:     {} (bundle updates {})",
+                        s.rotations, s.bundle_updates
+                    );
+                    println!(
+                        "last error:    {}",
+                        s.last_error.as_deref().unwrap_or("none")
+                    );
+                }
+                None => println!("agent:         no status file (agent not started here)"),
+            }
+            for r in roots {
+                println!("bundle root:   {r}");
+            }
+        }
+    }
+    Ok(())
+}

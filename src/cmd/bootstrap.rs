@@ -1,0 +1,71 @@
+//! `writ bootstrap`: a machine's first certificate, bought with a one-time token.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use serde_json::json;
+use writ_agent::bootstrap::bootstrap;
+use writ_ca::KeyType;
+
+use crate::output::{self, Format};
+
+/// `writ bootstrap` flags.
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The writ server, host:port. The token pins its root, so any address reaching it works.
+    #[arg(long, env = "WRIT_SERVER")]
+    server: String,
+    /// File holding the token from `writ token create`; deleted once redeemed. Not read
+    /// when the out dir already holds an unexpired certificate.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Directory to write cert.pem, key.pem (0600) and bundle.pem to.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096.
+    #[arg(long, default_value = "ec-p256")]
+    key_type: KeyType,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Redeems the token unless the out dir already holds a valid certificate.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let done = bootstrap(&a.server, &a.token_file, &a.out_dir, a.key_type).await?;
+    let leaf = done.identity.leaf_info()?;
+    let id = leaf.spiffe_id()?;
+    let not_after = humantime::format_rfc3339_seconds(leaf.not_after).to_string();
+    match a.output {
+        Format::Json => output::json(&json!({
+            "spiffe_id": id.to_string(),
+            "serial": leaf.serial,
+            "not_after": not_after,
+            "redeemed": done.redeemed,
+            "cert": a.out_dir.join("cert.pem"),
+            "key": a.out_dir.join("key.pem"),
+            "bundle": a.out_dir.join("bundle.pem"),
+        }))?,
+        Format::Text if done.redeemed => {
+            println!(
+                "bootstrapped {id} (serial {}), valid until {not_after}",
+                leaf.serial
+            );
+            println!(
+                "  wrote: {}/{{cert.pem,key.pem,bundle.pem}}",
+                a.out_dir.display()
+            );
+            println!(
+                "  keep it fresh with: writ renew --server {} --dir {}",
+                a.server,
+                a.out_dir.display()
+            );
+        }
+        Format::Text => println!(
+            "{} already holds a valid certificate for {id} (serial {}, valid until {not_after}); token not used",
+            a.out_dir.display(),
+            leaf.serial
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! End to end: `writ agent` against a real server, with short-lived certificates.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Server, wait_until, writ, writ_bin};
+use writ_agent::files::read_identity;
+use writ_agent::status::AgentStatus;
+
+const ID: &str = "spiffe://cluster.local/ns/prod/sa/api";
+
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(server: &Server, out_dir: &Path, extra: &[&str]) -> Agent {
+        let child = Command::new(writ_bin())
+            .args(["agent", "--server", &server.addr, "--out-dir"])
+            .arg(out_dir)
+            .args(extra)
+            .env("WRIT_LOG", "error")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// CPU seconds (user + system) the agent has used.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mint(server: &Server, dir: &Path, ttl: &str) {
+    let d = dir.display().to_string();
+    server.admin_json(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        ID,
+        "--out-dir",
+        &d,
+        "--ttl",
+        ttl,
+    ]);
+}
+
+fn serial(dir: &Path) -> String {
+    read_identity(dir)
+        .unwrap()
+        .unwrap()
+        .leaf_info()
+        .unwrap()
+        .serial
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_repeatedly_with_matching_files_hook_and_workload_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--min-ttl", "1s", "--default-ttl", "4s"],
+    );
+    let out = tmp.path().join("id");
+    mint(&server, &out, "4s");
+    let first = read_identity(&out).unwrap().unwrap();
+    let hook_log = tmp.path().join("hook.log");
+    let socket = tmp.path().join("workload.sock");
+    let hook = format!("echo rotated >> {}", hook_log.display());
+    let _agent = Agent::start(
+        &server,
+        &out,
+        &[
+            "--on-rotate",
+            &hook,
+            "--workload-api-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+
+    // A reader that reloads constantly must never see a mismatched or broken set.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, bad, out) = (stop.clone(), bad.clone(), out.clone());
+        std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                match read_identity(&out) {
+                    Ok(Some(id)) => {
+                        id.validate().unwrap();
+                        seen.insert((id.leaf_info().unwrap().serial, id.key.pkcs8_der().to_vec()));
+                    }
+                    _ => {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            seen
+        })
+    };
+
+    // The Workload API, through an independent client (the rust-spiffe crate).
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", socket.display()))
+        .await
+        .unwrap();
+    let svid = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), ID);
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    assert!(
+        bundles
+            .get(&spiffe::TrustDomain::new("cluster.local").unwrap())
+            .is_some()
+    );
+    let mut updates = client.stream_x509_svids().await.unwrap();
+    use futures_util::StreamExt;
+    let initial = updates.next().await.unwrap().unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(20), updates.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        pushed.leaf().as_bytes(),
+        initial.leaf().as_bytes(),
+        "no update pushed after rotation"
+    );
+
+    assert!(
+        wait_until(Duration::from_secs(40), || lines(&hook_log) >= 3),
+        "the agent did not rotate three times: hook ran {} times",
+        lines(&hook_log)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "reader saw a missing or broken identity"
+    );
+    let serials: BTreeSet<_> = seen.iter().map(|(s, _)| s.clone()).collect();
+    let keys: BTreeSet<_> = seen.iter().map(|(_, k)| k.clone()).collect();
+    assert!(serials.len() >= 4, "serials seen: {serials:?}");
+    assert_eq!(keys.len(), serials.len(), "a rotation reused a key");
+    assert!(!serials.contains(&String::new()));
+    assert_ne!(serial(&out), first.leaf_info().unwrap().serial);
+
+    let status = AgentStatus::read(&out).unwrap();
+    assert!(status.rotations >= 3);
+    assert!(status.next_renewal.is_some());
+}
+
+#[test]
+fn keeps_its_certificate_through_a_ca_outage_and_renews_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, &["--min-ttl", "1s", "--default-ttl", "20s"]);
+    let addr = server.addr.clone();
+    let out = tmp.path().join("id");
+    mint(&server, &out, "20s");
+    let before = serial(&out);
+    let mut agent = Agent::start(&server, &out, &[]);
+    assert!(wait_until(Duration::from_secs(10), || AgentStatus::read(
+        &out
+    )
+    .is_some_and(|s| s.pid == agent.pid())));
+    server.kill();
+
+    // The renewal window passes while the CA is down: the agent reports it and retries.
+    assert!(
+        wait_until(Duration::from_secs(20), || AgentStatus::read(&out)
+            .is_some_and(|s| s.last_error.is_some())),
+        "the agent never reported the outage"
+    );
+    assert!(agent.alive(), "the agent died during the outage");
+    assert_eq!(serial(&out), before, "the certificate changed without a CA");
+    let cpu_before = agent.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        agent.cpu_seconds() - cpu_before < 0.2,
+        "the agent is busy-looping while the CA is down"
+    );
+
+    let _server = Server::start_on(&data, &addr, &["--min-ttl", "1s", "--default-ttl", "20s"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || serial(&out) != before),
+        "the agent did not renew once the CA came back"
+    );
+    assert!(agent.alive());
+}
+
+#[test]
+fn restarts_from_the_certificate_on_disk_without_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let out = tmp.path().join("id");
+
+    // Nothing to start from: a clear refusal.
+    let empty = writ(&[
+        "agent",
+        "--server",
+        &server.addr,
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!empty.status.success());
+    let err = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        err.contains("no certificate") && err.contains("bootstrap"),
+        "{err}"
+    );
+
+    mint(&server, &out, "1h");
+    for _ in 0..2 {
+        let mut agent = Agent::start(&server, &out, &[]);
+        assert!(wait_until(Duration::from_secs(10), || AgentStatus::read(
+            &out
+        )
+        .is_some_and(|s| s.pid == agent.pid())));
+        assert!(agent.alive());
+    }
+    let st = writ(&[
+        "agent",
+        "status",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(st.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["spiffe_id"], ID);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["bundle_roots"][0], server.root_fingerprint);
+}
+
+#[test]
+fn agent_wait_succeeds_once_a_certificate_exists_and_times_out_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out: PathBuf = tmp.path().join("id");
+    let o = out.to_str().unwrap();
+    let miss = writ(&["agent", "wait", "--out-dir", o, "--timeout", "1s"]);
+    assert!(!miss.status.success());
+    let err = String::from_utf8_lossy(&miss.stderr);
+    assert!(
+        err.contains("no valid certificate") && err.contains("after 1s"),
+        "{err}"
+    );
+
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let waiter = Command::new(writ_bin())
+        .args(["agent", "wait", "--out-dir", o, "--timeout", "30s"])
+        .spawn()
+        .unwrap();
+    mint(&server, &out, "1h");
+    let status = waiter.wait_with_output().unwrap().status;
+    assert!(status.success());
+}
