@@ -40,6 +40,9 @@ enum Command {
     Agent(cmd::agent::AgentCommand),
     /// Load a running server and report certificates/s, latency and CPU per certificate.
     Bench(cmd::bench::Args),
+    /// Rotate the root with zero downtime, or import an external CA.
+    #[command(subcommand)]
+    Root(cmd::root::Command),
     /// Check configuration files.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             Command::Renew(a) => cmd::renew::run(a).await,
             Command::Agent(c) => cmd::agent::run_command(c).await,
             Command::Bench(a) => cmd::bench::run(a).await,
+            Command::Root(c) => cmd::root::run(c).await,
             Command::Config(_) => unreachable!("handled before the runtime starts"),
             Command::Token(c) => cmd::token::run(c).await,
             Command::Bootstrap(a) => cmd::bootstrap::run(a).await,

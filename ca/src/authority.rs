@@ -630,7 +630,9 @@ impl Authority {
         let now = unix(now);
         let mut live = LiveLeaves::new();
         self.store.for_each_issuance(&mut |r| {
-            if r.not_after > now {
+            // The server's own serving certificate is reissued under the new generation at
+            // activation; an old one is never served again, so it does not hold a root back.
+            if r.not_after > now && r.auth != crate::AuthMethod::Internal.as_str() {
                 let t = SystemTime::UNIX_EPOCH + Duration::from_secs(r.not_after);
                 let e = live.entry(r.generation).or_insert((0, t));
                 e.0 += 1;

@@ -159,6 +159,55 @@ impl Admin for AdminService {
             .map_err(bootstrap_status)?;
         Ok(Response::new(admin::RevokeTokenResponse {}))
     }
+
+    async fn root_status(
+        &self,
+        _req: Request<admin::RootStatusRequest>,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        Ok(Response::new(crate::rotation::status(&self.shared)?))
+    }
+
+    async fn root_prepare(
+        &self,
+        req: Request<admin::RootPrepareRequest>,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        let key_type = key_type(&req.into_inner().key_type)?;
+        crate::rotation::prepare(&self.shared, key_type).await?;
+        Ok(Response::new(crate::rotation::status(&self.shared)?))
+    }
+
+    async fn root_activate(
+        &self,
+        req: Request<admin::RootStepRequest>,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        crate::rotation::activate(&self.shared, req.into_inner().force).await?;
+        Ok(Response::new(crate::rotation::status(&self.shared)?))
+    }
+
+    async fn root_retire(
+        &self,
+        req: Request<admin::RootStepRequest>,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        crate::rotation::retire(&self.shared, req.into_inner().force).await?;
+        Ok(Response::new(crate::rotation::status(&self.shared)?))
+    }
+
+    async fn root_rotate(
+        &self,
+        req: Request<admin::RootPrepareRequest>,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        let key_type = key_type(&req.into_inner().key_type)?;
+        crate::rotation::rotate(&self.shared, key_type).await?;
+        Ok(Response::new(crate::rotation::status(&self.shared)?))
+    }
+
+    async fn root_import(
+        &self,
+        req: Request<admin::RootImportRequest>,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        crate::rotation::import(&self.shared, req.into_inner()).await?;
+        Ok(Response::new(crate::rotation::status(&self.shared)?))
+    }
 }
 
 /// Binds the admin socket (mode 0600) and yields only connections from this process's
@@ -207,6 +256,16 @@ pub(crate) fn listen(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// An optional key type mnemonic from the admin API.
+fn key_type(s: &str) -> Result<Option<writ_ca::KeyType>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e: writ_ca::Error| Status::invalid_argument(e.to_string()))
 }
 
 /// The server's own user and root may administer it; nobody else.

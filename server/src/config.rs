@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub token_max_ttl: Option<Ttl>,
     /// How long used, revoked and expired tokens are kept before pruning.
     pub token_retention: Option<Ttl>,
+    /// How long a prepared root is published before it may be activated.
+    pub root_propagation: Option<Ttl>,
 }
 
 impl ServerConfig {
@@ -80,7 +82,8 @@ impl ServerConfig {
             server_ips,
             token_ttl,
             token_max_ttl,
-            token_retention
+            token_retention,
+            root_propagation
         )
     }
 
@@ -114,6 +117,9 @@ impl ServerConfig {
         }
         if let Some(t) = self.backdate {
             ca.backdate = t.duration();
+        }
+        if let Some(t) = self.root_propagation {
+            ca.propagation = t.duration();
         }
         if ca.intermediate_validity <= ca.ttl.max().duration() * 2 {
             return Err(Error::Config(format!(

@@ -59,6 +59,10 @@ pub(crate) fn ca_status(e: writ_ca::Error) -> Status {
             Status::permission_denied(e.to_string())
         }
         E::BadCertificate(_) => Status::unauthenticated(e.to_string()),
+        E::Rotation(_) | E::TooEarly { .. } | E::LiveLeaves { .. } | E::NotRenewable { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        E::Import(_) => Status::invalid_argument(e.to_string()),
         other => {
             tracing::error!(error = %other, "CA failure");
             Status::internal("the CA failed to complete the request; see the server log")

@@ -8,6 +8,7 @@ mod config;
 mod convert;
 mod error;
 mod renewal;
+mod rotation;
 mod service;
 mod state;
 mod tls;
@@ -99,6 +100,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         settings: settings.clone(),
         serving: serving.clone(),
         listen: addr,
+        rotation_wake: tokio::sync::Notify::new(),
     });
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;
@@ -112,6 +114,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));
+    tokio::spawn(rotation::drive(shared.clone(), shutdown.clone()));
     tokio::spawn(renewal::prune_tokens(shared.clone(), shutdown.clone()));
 
     let admin_socket = settings.admin_socket.clone();

@@ -14,8 +14,9 @@ use crate::{Error, Settings};
 /// The path of the server's own SPIFFE ID, `spiffe://<td>/writ/server`.
 pub const SERVER_ID_PATH: &str = "writ/server";
 
-/// Issues a fresh serving certificate; the chain served is leaf, intermediate, root, so a
-/// client pinning the root by fingerprint (bootstrap) can check it without a bundle.
+/// Issues a fresh serving certificate; the chain served is leaf, intermediate(s), then every
+/// root in the bundle, so a client pinning a root by fingerprint (bootstrap) can check it
+/// without a bundle — including a token minted before a root rotation.
 pub(crate) fn issue_serving_cert(
     authority: &Authority,
     settings: &Settings,
@@ -40,19 +41,19 @@ fn serving_material(
     };
     let issuance = authority.issue_template(&template)?;
     let mut chain = issuance.chain;
-    if let Some(root) = authority_root(authority) {
-        chain.push(root);
+    for root in issuance.bundle.roots {
+        if !chain.contains(&root) {
+            chain.push(root);
+        }
     }
     Ok((chain, key))
 }
 
-fn authority_root(authority: &Authority) -> Option<Vec<u8>> {
-    let fp = authority.root_fingerprint().ok()?;
-    authority
-        .bundle()
-        .roots
-        .into_iter()
-        .find(|r| writ_ca::x509::sha256_hex(r) == fp)
+/// Replaces the serving certificate now (after a root activation, so it chains to the new
+/// intermediate).
+pub(crate) fn reissue_serving(shared: &Shared) -> Result<(), Error> {
+    let (chain, key) = serving_material(&shared.authority, &shared.settings)?;
+    shared.serving.replace(chain, key.pkcs8_der())
 }
 
 /// Runs until `shutdown`: renews the intermediate when due and the serving certificate at

@@ -23,4 +23,21 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub serving: Arc<ServingCert>,
     pub listen: SocketAddr,
+    /// Wakes the root-rotation driver when an admin changes the rotation.
+    pub rotation_wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Publishes the authority's bundle to watchers if it changed.
+    pub(crate) fn refresh_bundle(&self) {
+        let current = self.authority.bundle();
+        self.bundle_tx.send_if_modified(|b| {
+            if b.sequence != current.sequence || b.roots != current.roots {
+                *b = current;
+                true
+            } else {
+                false
+            }
+        });
+    }
 }

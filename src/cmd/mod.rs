@@ -8,6 +8,7 @@ pub mod cert;
 pub mod certs;
 pub mod config;
 pub mod renew;
+pub mod root;
 pub mod server;
 pub mod token;
 pub mod x509;

@@ -39,6 +39,9 @@ pub struct Args {
     /// Intermediate CA lifetime [default: 30d].
     #[arg(long)]
     intermediate_ttl: Option<Ttl>,
+    /// How long a prepared root is published before it may be activated [default: 10m].
+    #[arg(long)]
+    root_propagation: Option<Ttl>,
     /// Admin socket path [default: <data-dir>/admin.sock].
     #[arg(long)]
     admin_socket: Option<PathBuf>,
@@ -81,6 +84,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         max_ttl: a.max_ttl,
         intermediate_ttl: a.intermediate_ttl,
         admin_socket: a.admin_socket,
+        root_propagation: a.root_propagation,
         server_dns: (!a.server_dns.is_empty()).then_some(a.server_dns),
         server_ips: (!a.server_ips.is_empty()).then_some(a.server_ips),
         token_ttl: a.token_ttl,

@@ -56,6 +56,9 @@ pub struct RevokeArgs {
     jti: String,
     #[command(flatten)]
     target: AdminTarget,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
 }
 
 /// Runs a token command.
@@ -151,6 +154,9 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         .revoke_token(RevokeTokenRequest { jti: a.jti.clone() })
         .await
         .map_err(status)?;
-    println!("revoked token {}", a.jti);
+    match a.output {
+        Format::Json => output::json(&json!({ "jti": a.jti, "state": "revoked" }))?,
+        Format::Text => println!("revoked token {}", a.jti),
+    }
     Ok(())
 }
