@@ -294,3 +294,34 @@ fn agent_wait_succeeds_once_a_certificate_exists_and_times_out_otherwise() {
     let status = waiter.wait_with_output().unwrap().status;
     assert!(status.success());
 }
+
+#[test]
+fn first_identity_from_a_bootstrap_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let token = server.admin(&["token", "create", "--spiffe-id", ID]);
+    assert!(token.status.success());
+    let token_file = tmp.path().join("vm.token");
+    std::fs::write(&token_file, &token.stdout).unwrap();
+    let out = tmp.path().join("id");
+    let mut agent = Agent::start(
+        &server,
+        &out,
+        &["--bootstrap-token-file", token_file.to_str().unwrap()],
+    );
+    assert!(wait_until(Duration::from_secs(15), || AgentStatus::read(
+        &out
+    )
+    .is_some_and(|s| s.pid == agent.pid())));
+    assert!(agent.alive());
+    assert_eq!(
+        read_identity(&out)
+            .unwrap()
+            .unwrap()
+            .spiffe_id()
+            .unwrap()
+            .as_str(),
+        ID
+    );
+    assert!(!token_file.exists(), "the spent token file was kept");
+}

@@ -486,3 +486,159 @@ async fn a_prepared_root_reaches_the_agent_files_and_workload_api_without_renewa
         "a bundle change must not renew"
     );
 }
+
+/// Builds an Istio-style `cacerts` directory with the openssl CLI: a root and an
+/// intermediate CA under it.
+fn openssl_cacerts(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is required (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n").unwrap();
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "root-key.pem",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "root-key.pem",
+        "-days",
+        "3650",
+        "-subj",
+        "/O=Example/CN=Example Root",
+        "-out",
+        "root-cert.pem",
+        "-addext",
+        "basicConstraints=critical,CA:true",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ca-key.pem",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        "ca-key.pem",
+        "-subj",
+        "/O=Example/CN=Example Mesh CA",
+        "-out",
+        "ca.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca.csr",
+        "-CA",
+        "root-cert.pem",
+        "-CAkey",
+        "root-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "365",
+        "-extfile",
+        "ca.ext",
+        "-out",
+        "ca-cert.pem",
+    ]);
+    let chain = [
+        std::fs::read(dir.join("ca-cert.pem")).unwrap(),
+        std::fs::read(dir.join("root-cert.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("cert-chain.pem"), chain).unwrap();
+}
+
+#[test]
+fn plugged_in_ca_imports_and_bad_imports_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--root-propagation", "1h"]);
+    let cacerts = tmp.path().join("cacerts");
+    std::fs::create_dir(&cacerts).unwrap();
+    openssl_cacerts(&cacerts);
+    let p = |f: &str| cacerts.join(f).display().to_string();
+    let before = root_status(&server);
+
+    // The root's key in place of the intermediate's: refused with the reason, nothing changes.
+    let out = server.admin(&[
+        "root",
+        "import",
+        "--cert",
+        &p("ca-cert.pem"),
+        "--key",
+        &p("root-key.pem"),
+        "--chain",
+        &p("cert-chain.pem"),
+        "--root",
+        &p("root-cert.pem"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    // The root presented as the CA to sign with, with a chain that does not lead to it.
+    let out = server.admin(&[
+        "root",
+        "import",
+        "--cert",
+        &p("ca-cert.pem"),
+        "--key",
+        &p("ca-key.pem"),
+        "--chain",
+        &p("ca-cert.pem"),
+        "--root",
+        &p("ca-cert.pem"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(root_status(&server), before);
+
+    let st = server.admin_json(&[
+        "root",
+        "import",
+        "--cert",
+        &p("ca-cert.pem"),
+        "--key",
+        &p("ca-key.pem"),
+        "--chain",
+        &p("cert-chain.pem"),
+        "--root",
+        &p("root-cert.pem"),
+    ]);
+    let imported = &st["generations"][1];
+    assert_eq!(imported["state"], "prepared");
+    assert_eq!(imported["imported"], true);
+    server.admin_json(&["root", "activate", "--force"]);
+    let out = tmp.path().join("leaf");
+    mint(&server, "spiffe://cluster.local/imported", &out, "1h");
+    // The leaf verifies under the organisation's own root.
+    let chain = read_certs(&out.join("cert.pem"));
+    let org_root = read_certs(&cacerts.join("root-cert.pem"));
+    verify_chain(&chain, &org_root, SystemTime::now(), Usage::Client).unwrap();
+    assert!(openssl_verify(
+        &cacerts.join("root-cert.pem"),
+        &out.join("cert.pem")
+    ));
+}
