@@ -325,3 +325,33 @@ fn first_identity_from_a_bootstrap_token() {
     );
     assert!(!token_file.exists(), "the spent token file was kept");
 }
+
+#[test]
+fn an_expired_certificate_names_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--min-ttl", "1s"]);
+    let out = tmp.path().join("id");
+    mint(&server, &out, "1s");
+    let not_after = read_identity(&out)
+        .unwrap()
+        .unwrap()
+        .leaf_info()
+        .unwrap()
+        .not_after;
+    if let Ok(left) = not_after.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left + Duration::from_millis(1100));
+    }
+    let res = writ(&[
+        "agent",
+        "--server",
+        &server.addr,
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("expired") && err.contains("writ token create --spiffe-id"),
+        "{err}"
+    );
+}
