@@ -72,7 +72,15 @@ impl CaCert {
             &key_id,
             path_len,
             now - backdate,
-            now + validity,
+            // Ttl caps durations at 100 years; a CaSettings built in code could still ask
+            // for more than X.509 dates can hold.
+            now.checked_add(validity)
+                .filter(|t| *t < SystemTime::UNIX_EPOCH + MAX_DATE)
+                .ok_or_else(|| {
+                    Error::InvalidDuration(format!(
+                        "a CA lifetime of {validity:?} ends beyond year 9999"
+                    ))
+                })?,
             parent_ref.as_ref(),
         )?;
         Ok(Self {
@@ -245,6 +253,9 @@ impl CaSigningKey for PublicOnly {
         ))
     }
 }
+
+/// 9999-12-31T23:59:59Z, the last instant an X.509 GeneralizedTime can express.
+const MAX_DATE: Duration = Duration::from_secs(253_402_300_799);
 
 /// RFC 7093 §2 method 1: the leftmost 160 bits of SHA-256 of the subjectPublicKey.
 fn key_identifier(public_key: &[u8]) -> Vec<u8> {

@@ -8,6 +8,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
+/// The longest duration writ accepts: a century, far beyond any sane CA lifetime, and
+/// short enough that adding it to now never overflows a date.
+const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A positive duration parsed from `90s`, `15m`, `24h`, `1h30m`, `30d`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ttl(Duration);
@@ -25,6 +29,12 @@ impl Ttl {
     pub fn from_duration(d: Duration) -> Result<Self, Error> {
         if d.is_zero() {
             return Err(Error::InvalidDuration("must be longer than 0s".into()));
+        }
+        if d > MAX {
+            return Err(Error::InvalidDuration(format!(
+                "{} is longer than the 100 years writ allows",
+                humantime::format_duration(d)
+            )));
         }
         if d.subsec_nanos() != 0 {
             return Err(Error::InvalidDuration(
@@ -167,7 +177,17 @@ mod tests {
         assert_eq!(Ttl::parse("15m").unwrap().secs(), 900);
         assert_eq!(Ttl::parse("24h").unwrap().secs(), 86400);
         assert_eq!(Ttl::parse("1h30m").unwrap().secs(), 5400);
-        for bad in ["", "0s", "abc", "10", "-5s", "1.5s", "5 parsecs"] {
+        for bad in [
+            "",
+            "0s",
+            "abc",
+            "10",
+            "-5s",
+            "1.5s",
+            "5 parsecs",
+            "101y",
+            "300000000000y",
+        ] {
             assert!(Ttl::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -121,7 +121,13 @@ impl ServerConfig {
         if let Some(t) = self.root_propagation {
             ca.propagation = t.duration();
         }
-        if ca.intermediate_validity <= ca.ttl.max().duration() * 2 {
+        if ca
+            .ttl
+            .max()
+            .duration()
+            .checked_mul(2)
+            .is_none_or(|twice| ca.intermediate_validity <= twice)
+        {
             return Err(Error::Config(format!(
                 "intermediate_ttl ({}) must exceed twice max_ttl ({}), or leaves could not get their full TTL",
                 Ttl::from_secs(ca.intermediate_validity.as_secs()),
@@ -210,6 +216,13 @@ mod tests {
         assert!(ServerConfig::parse("lisen = \"x\"").is_err());
         assert!(ServerConfig::parse("max_ttl = \"forever\"").is_err());
         assert!(ServerConfig::parse("ca_key_type = \"rsa-1024\"").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_not_panicked_on() {
+        // Found by reading the fuzz target's code path: both used to panic.
+        assert!(ServerConfig::parse("max_ttl = \"300000000000y\"").is_err());
+        assert!(ServerConfig::parse("root_ttl = \"10000y\"").is_err());
     }
 
     #[test]
