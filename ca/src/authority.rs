@@ -299,6 +299,12 @@ impl Authority {
         bundle_of(&self.read(), &self.settings)
     }
 
+    /// The bundle's sequence number alone: it changes whenever the roots do, so callers
+    /// can key caches of verification results on it without copying the roots.
+    pub fn bundle_sequence(&self) -> u64 {
+        self.read().bundle_sequence
+    }
+
     /// SHA-256 fingerprint of the active root, lowercase hex.
     pub fn root_fingerprint(&self) -> Result<String, Error> {
         Ok(self.read().active()?.root.fingerprint())

@@ -7,6 +7,7 @@ pub mod check;
 mod config;
 mod convert;
 mod error;
+mod peers;
 mod renewal;
 mod rotation;
 mod service;
@@ -101,6 +102,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         serving: serving.clone(),
         listen: addr,
         rotation_wake: tokio::sync::Notify::new(),
+        peers: Default::default(),
     });
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;

@@ -53,11 +53,27 @@ impl Shared {
                 "no credential: present a client certificate from this CA (renewal) or a bootstrap token",
             )
         })?;
+        let now = SystemTime::now();
+        let sequence = self.authority.bundle_sequence();
+        if let Some(known) = self.peers.get(&certs[0], sequence, now) {
+            return Ok(Credential::Certificate(Caller {
+                id: known.id,
+                dns_allowed: known.dns_names,
+                method: AuthMethod::Mtls,
+            }));
+        }
         let chain: Vec<Vec<u8>> = certs.iter().map(|c| c.to_vec()).collect();
         let peer = self
             .authority
-            .verify_client(&chain, SystemTime::now())
+            .verify_client(&chain, now)
             .map_err(ca_status)?;
+        self.peers.put(
+            &chain[0],
+            peer.id.clone(),
+            peer.leaf.dns_names.clone(),
+            peer.leaf.not_after,
+            sequence,
+        );
         Ok(Credential::Certificate(Caller {
             id: peer.id,
             dns_allowed: peer.leaf.dns_names,

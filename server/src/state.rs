@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub listen: SocketAddr,
     /// Wakes the root-rotation driver when an admin changes the rotation.
     pub rotation_wake: tokio::sync::Notify,
+    /// Client certificates already verified under the current bundle.
+    pub peers: crate::peers::PeerCache,
 }
 
 impl Shared {
