@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use writ_agent::client::{ServerTrust, connect};
-use writ_ca::{CertInfo, PrivateKey, SpiffeId, TrustDomain, build_csr};
+use writ_ca::{CertInfo, PrivateKey, SpiffeId, build_csr};
 use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{SignRequest, SignResponse};
 
@@ -129,41 +129,12 @@ fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
 
 /// The SPIFFE ID a token grants, read from its payload (the server verifies it).
 fn writ_bootstrap_claims(token: &str) -> Result<SpiffeId, Error> {
-    let payload = token
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| Error::Options("a bootstrap token is not a JWT".into()))?;
-    let bytes = base64_url(payload)
-        .ok_or_else(|| Error::Options("token payload is not base64url".into()))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Options(format!("token payload: {e}")))?;
-    let sub = v["sub"]
-        .as_str()
-        .ok_or_else(|| Error::Options("token has no sub".into()))?;
-    Ok(SpiffeId::parse(sub)?)
+    peek(token).map(|c| c.spiffe_id)
 }
 
-fn base64_url(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            b'=' => continue,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+fn peek(token: &str) -> Result<writ_bootstrap::UnverifiedClaims, Error> {
+    writ_bootstrap::install_crypto_provider();
+    writ_bootstrap::peek_claims(token).map_err(|e| Error::Options(format!("bootstrap token: {e}")))
 }
 
 fn trust(opts: &BenchOptions) -> Result<ServerTrust, Error> {
@@ -178,23 +149,10 @@ fn trust(opts: &BenchOptions) -> Result<ServerTrust, Error> {
         .tokens
         .first()
         .ok_or_else(|| Error::Options("no identity and no tokens".into()))?;
-    let payload = token
-        .split('.')
-        .nth(1)
-        .and_then(base64_url)
-        .unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-    let fingerprint = v["ca_fingerprint"]
-        .as_str()
-        .ok_or_else(|| Error::Options("token carries no CA fingerprint".into()))?
-        .to_owned();
-    let sub = v["sub"].as_str().unwrap_or_default();
-    let trust_domain = SpiffeId::parse(sub)
-        .map(|s| s.trust_domain())
-        .or_else(|_| TrustDomain::parse("cluster.local"))?;
+    let claims = peek(token)?;
     Ok(ServerTrust::PinnedRoot {
-        trust_domain,
-        fingerprint,
+        trust_domain: claims.spiffe_id.trust_domain(),
+        fingerprint: claims.ca_fingerprint,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use der::{Decode, Encode};
+use der::Decode;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, SubjectAltName, SubjectKeyIdentifier};
@@ -151,11 +151,4 @@ pub fn certs_to_pem<'a>(certs: impl IntoIterator<Item = &'a Vec<u8>>) -> String 
         }
     }
     out
-}
-
-/// Re-encodes a certificate to check it is canonical DER (used by tests and import).
-pub fn is_canonical_der(der: &[u8]) -> bool {
-    Certificate::from_der(der)
-        .and_then(|c| c.to_der())
-        .is_ok_and(|again| again == der)
 }

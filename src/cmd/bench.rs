@@ -1,7 +1,5 @@
 //! `writ bench`: load a running server and report what it costs.
 
-use std::time::Duration;
-
 use clap::{Args as ClapArgs, ValueEnum};
 use writ_agent::files::Identity;
 use writ_bench::{BenchOptions, Mode, Report};
@@ -153,5 +151,4 @@ fn print_text(r: &Report) {
         }
         _ => println!("  server CPU:     unknown (pass --server-pid)"),
     }
-    let _ = Duration::ZERO;
 }
