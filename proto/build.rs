@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/writ/v1/ca.proto",
         "proto/writ/admin/v1/admin.proto",
         "proto/workload.proto",
+        "proto/istio/v1/auth/ca.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -77,7 +77,7 @@ impl Claims {
 
 /// The `iss` of tokens minted by the CA of `td`.
 pub(crate) fn issuer(td: &TrustDomain) -> String {
-    format!("writ://{td}")
+    format!("{}{td}", crate::BOOTSTRAP_ISSUER_PREFIX)
 }
 
 /// The `aud` of tokens redeemable at writ's bootstrap endpoint for `td`.

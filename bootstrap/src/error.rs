@@ -127,6 +127,23 @@ pub enum Error {
     /// `jti` or serial, or inconsistent settings. gRPC: `INVALID_ARGUMENT`.
     #[error("{0}")]
     InvalidInput(String),
+    /// A bearer JWT names an issuer this CA does not trust. gRPC: `UNAUTHENTICATED`.
+    #[error(
+        "JWT issuer {issuer:?} is not trusted by this CA; an admin adds it under [[jwt_issuers]] in the server config"
+    )]
+    UntrustedIssuer {
+        /// The token's `iss`, shortened.
+        issuer: String,
+    },
+    /// A platform JWT from a trusted issuer failed verification or could not be mapped to
+    /// an identity. gRPC: `UNAUTHENTICATED`.
+    #[error("JWT from {issuer:?} refused: {reason}")]
+    PlatformToken {
+        /// The issuer.
+        issuer: String,
+        /// What was wrong, in words the token's owner can act on.
+        reason: String,
+    },
     /// The store failed; the operation had no effect. gRPC: `INTERNAL`.
     #[error("bootstrap token storage failed: {0}")]
     Storage(#[source] writ_ca::Error),

@@ -13,6 +13,7 @@ mod bootstrap;
 mod claims;
 mod error;
 mod peek;
+mod platform;
 mod provider;
 mod registry;
 mod secret;
@@ -22,9 +23,19 @@ pub use bootstrap::{Bootstrap, BootstrapSettings, MintedToken, VerifiedToken};
 pub use claims::Jti;
 pub use error::{Error, Result};
 pub use peek::{UnverifiedClaims, peek_claims};
+pub use platform::{
+    DEFAULT_ALGORITHMS, DEFAULT_AUDIENCE, IdentityMapping, PLATFORM_LEEWAY, PlatformIdentity,
+    PlatformIssuer, peek_issuer, verify_platform_token,
+};
+pub use jsonwebtoken::Algorithm;
+pub use jsonwebtoken::jwk::JwkSet;
 pub use provider::install_crypto_provider;
 pub use registry::{TokenEntry, TokenState};
 pub use secret::SecretToken;
+
+/// How every bootstrap token's `iss` begins (`writ://<trust-domain>`): a bearer token
+/// with another issuer is not a bootstrap token.
+pub const BOOTSTRAP_ISSUER_PREFIX: &str = "writ://";
 
 /// The longest token accepted, in bytes; longer input is refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;

@@ -44,6 +44,10 @@ pub struct CaSettings {
     /// Default 2 × `refresh_hint`: a peer that polls re-fetches at least once in that
     /// window even if one fetch fails. Raise it with `refresh_hint`.
     pub propagation: Duration,
+    /// Trust domains this CA used to serve (a trust-domain migration): their workloads
+    /// may still renew, and receive the same path in [`Self::trust_domain`]. A data
+    /// directory created for an alias is adopted into the current trust domain.
+    pub trust_domain_aliases: Vec<TrustDomain>,
 }
 
 impl CaSettings {
@@ -58,6 +62,7 @@ impl CaSettings {
             backdate: Duration::from_secs(10),
             refresh_hint: Duration::from_secs(300),
             propagation: Duration::from_secs(600),
+            trust_domain_aliases: Vec::new(),
         }
     }
 
@@ -190,7 +195,19 @@ impl Authority {
     pub fn open(settings: CaSettings, store: Arc<dyn Store>) -> Result<(Self, bool), Error> {
         let policy = Policy::new(settings.trust_domain.clone(), settings.ttl);
         let (state, created) = match store.get(STATE_TREE, STATE_KEY)? {
-            Some(bytes) => (decode_state(&bytes, &settings.trust_domain)?, false),
+            Some(bytes) => {
+                let (state, stored_td) = decode_state(&bytes, &settings)?;
+                if stored_td != settings.trust_domain {
+                    // Adopt the data directory into the new trust domain once, durably, so
+                    // the migration does not depend on the alias staying configured.
+                    store.put(
+                        STATE_TREE,
+                        STATE_KEY,
+                        &encode_state(&state, &settings.trust_domain)?,
+                    )?;
+                }
+                (state, false)
+            }
             None => {
                 let g = Generation::create(
                     1,
@@ -315,9 +332,27 @@ impl Authority {
         Ok(self.read().active()?.intermediate.not_after)
     }
 
-    /// Verifies a client's chain against the current bundle.
+    /// Verifies a client's chain against the current bundle. A certificate from an alias
+    /// trust domain proves the same path in the current one; any other trust domain is
+    /// refused.
     pub fn verify_client(&self, chain: &[Vec<u8>], now: SystemTime) -> Result<VerifiedPeer, Error> {
-        verify_chain(chain, &self.bundle().roots, now, Usage::Client)
+        let mut peer = verify_chain(chain, &self.bundle().roots, now, Usage::Client)?;
+        let td = &self.settings.trust_domain;
+        if !peer.id.is_member_of(td) {
+            if !self
+                .settings
+                .trust_domain_aliases
+                .iter()
+                .any(|a| peer.id.is_member_of(a))
+            {
+                return Err(Error::ForeignTrustDomain {
+                    id: peer.id.to_string(),
+                    trust_domain: td.to_string(),
+                });
+            }
+            peer.id = peer.id.with_trust_domain(td);
+        }
+        Ok(peer)
     }
 
     /// Renews the active intermediate when less than half its lifetime, or less than twice
@@ -753,7 +788,10 @@ fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Ve
         .map_err(|e| Error::Storage(e.to_string()))
 }
 
-fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
+/// The stored state and the trust domain it was stored under (the configured one, or an
+/// alias being migrated from).
+fn decode_state(bytes: &[u8], settings: &CaSettings) -> Result<(State, TrustDomain), Error> {
+    let td = &settings.trust_domain;
     let stored: StoredState =
         serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("CA state: {e}")))?;
     if stored.version > STATE_VERSION {
@@ -762,7 +800,11 @@ fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
             stored.version
         )));
     }
-    if stored.trust_domain != td.as_str() {
+    let alias = settings
+        .trust_domain_aliases
+        .iter()
+        .find(|a| a.as_str() == stored.trust_domain);
+    if stored.trust_domain != td.as_str() && alias.is_none() {
         return Err(Error::Corrupt(format!(
             "this data directory belongs to trust domain {:?}, not {td:?}; use --trust-domain {} or another --data-dir",
             stored.trust_domain, stored.trust_domain
@@ -773,10 +815,13 @@ fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
         .iter()
         .map(Generation::from_stored)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(State {
-        generations,
-        bundle_sequence: stored.bundle_sequence,
-    })
+    Ok((
+        State {
+            generations,
+            bundle_sequence: stored.bundle_sequence,
+        },
+        alias.unwrap_or(td).clone(),
+    ))
 }
 
 #[cfg(test)]
@@ -815,7 +860,8 @@ mod tests {
                 assert!(cert["key"].is_string());
             }
         }
-        let loaded = decode_state(&serde_json::to_vec(&v).unwrap(), &td).unwrap();
+        let settings = CaSettings::new(td.clone());
+        let (loaded, _) = decode_state(&serde_json::to_vec(&v).unwrap(), &settings).unwrap();
         let (old, new) = (&state.generations[0], &loaded.generations[0]);
         assert_eq!(new.root.der, old.root.der);
         assert_eq!(new.intermediate.der, old.intermediate.der);
@@ -824,7 +870,7 @@ mod tests {
         assert!(!new.imported && new.chain.is_empty() && new.cross_signed.is_none());
 
         v["version"] = (STATE_VERSION + 1).into();
-        let newer = decode_state(&serde_json::to_vec(&v).unwrap(), &td);
+        let newer = decode_state(&serde_json::to_vec(&v).unwrap(), &settings);
         assert!(matches!(newer, Err(Error::Corrupt(m)) if m.contains("newer writ")));
     }
 }

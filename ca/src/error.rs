@@ -44,6 +44,16 @@ pub enum Error {
         /// What the caller proved.
         proven: String,
     },
+    /// A certificate names a trust domain this CA neither serves nor lists as an alias.
+    #[error(
+        "{id} is not in trust domain {trust_domain} or one of its aliases; this CA does not renew it (during a migration, add the old trust domain to trust_domain_aliases)"
+    )]
+    ForeignTrustDomain {
+        /// The certificate's identity.
+        id: String,
+        /// This CA's trust domain.
+        trust_domain: String,
+    },
     /// The CSR names a DNS SAN the caller's credential does not grant.
     #[error("DNS name {0:?} is not granted to this caller")]
     DnsNotAllowed(String),

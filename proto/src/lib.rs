@@ -4,6 +4,7 @@
 //! - [`v1`]: the public CA API (`writ.v1.Ca`).
 //! - [`admin`]: the admin API, served only on the local Unix socket.
 //! - [`workload`]: the SPIFFE Workload API (no proto package, as the standard requires).
+//! - [`istio`]: Istio's `IstioCertificateService`, served beside [`v1`] on the same port.
 #![forbid(unsafe_code)]
 
 /// Generated code, nested as the proto packages are so cross-package paths resolve.
@@ -19,6 +20,18 @@ pub mod writ {
         pub mod v1 {
             #![allow(missing_docs, clippy::all)]
             tonic::include_proto!("writ.admin.v1");
+        }
+    }
+}
+
+/// Istio's CA protocol, for wire compatibility with istio-agent and ztunnel.
+pub mod istio {
+    /// `istio.v1`.
+    pub mod v1 {
+        /// `istio.v1.auth`.
+        pub mod auth {
+            #![allow(missing_docs, clippy::all)]
+            tonic::include_proto!("istio.v1.auth");
         }
     }
 }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use writ_ca::{CaSettings, KeyType, TrustDomain, Ttl, TtlBounds};
 
+use writ_bootstrap::PlatformIssuer;
+
 use crate::Error;
+use crate::platform::JwtIssuerSettings;
 
 /// The server's config file and flags: every field optional, flags win over the file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -46,6 +49,80 @@ pub struct ServerConfig {
     pub token_retention: Option<Ttl>,
     /// How long a prepared root is published before it may be activated.
     pub root_propagation: Option<Ttl>,
+    /// Trust domains this CA used to serve; their workloads renew into `trust_domain`.
+    pub trust_domain_aliases: Option<Vec<TrustDomain>>,
+    /// Trusted platform-JWT issuers (Kubernetes, OIDC).
+    pub jwt_issuers: Option<Vec<JwtIssuerConfig>>,
+}
+
+/// One `[[jwt_issuers]]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// The exact `iss` claim.
+    pub issuer: String,
+    /// The issuer's JWKS as a file, re-read when it changes.
+    pub jwks_file: PathBuf,
+    /// Accepted audiences (default `["istio-ca"]`).
+    pub audiences: Option<Vec<String>>,
+    /// Accepted algorithms (default `["RS256", "ES256"]`).
+    pub algorithms: Option<Vec<String>>,
+    /// `kubernetes` (default) or `subject`.
+    pub mapping: Option<MappingKind>,
+    /// With `mapping = "subject"`: the path the subject goes under, such as `oidc/ci`.
+    pub subject_prefix: Option<String>,
+}
+
+/// How an issuer's claims name a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingKind {
+    /// `spiffe://TD/ns/NS/sa/SA` from service-account claims.
+    Kubernetes,
+    /// `spiffe://TD/<subject_prefix>/<sub>`.
+    Subject,
+}
+
+impl JwtIssuerConfig {
+    fn resolve(self) -> Result<JwtIssuerSettings, Error> {
+        let name = self.issuer.clone();
+        let bad = |m: String| Error::Config(format!("jwt issuer {name:?}: {m}"));
+        let algorithms = match self.algorithms {
+            None => writ_bootstrap::DEFAULT_ALGORITHMS.to_vec(),
+            Some(list) => list
+                .iter()
+                .map(|a| {
+                    a.parse::<writ_bootstrap::Algorithm>()
+                        .map_err(|_| bad(format!("unknown algorithm {a:?}; use RS256, ES256, ...")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mapping = match (self.mapping.unwrap_or(MappingKind::Kubernetes), self.subject_prefix) {
+            (MappingKind::Kubernetes, None) => writ_bootstrap::IdentityMapping::Kubernetes,
+            (MappingKind::Kubernetes, Some(_)) => {
+                return Err(bad("subject_prefix applies only to mapping = \"subject\"".into()));
+            }
+            (MappingKind::Subject, Some(prefix)) => writ_bootstrap::IdentityMapping::Subject {
+                prefix: prefix.trim_matches('/').to_owned(),
+            },
+            (MappingKind::Subject, None) => {
+                return Err(bad("mapping = \"subject\" needs subject_prefix, such as \"oidc/ci\"".into()));
+            }
+        };
+        let issuer = PlatformIssuer {
+            issuer: self.issuer,
+            audiences: self
+                .audiences
+                .unwrap_or_else(|| vec![writ_bootstrap::DEFAULT_AUDIENCE.to_owned()]),
+            algorithms,
+            mapping,
+        };
+        issuer.validate().map_err(|e| Error::Config(e.to_string()))?;
+        Ok(JwtIssuerSettings {
+            issuer,
+            jwks_file: self.jwks_file,
+        })
+    }
 }
 
 impl ServerConfig {
@@ -83,7 +160,9 @@ impl ServerConfig {
             token_ttl,
             token_max_ttl,
             token_retention,
-            root_propagation
+            root_propagation,
+            trust_domain_aliases,
+            jwt_issuers
         )
     }
 
@@ -139,6 +218,28 @@ impl ServerConfig {
                 "intermediate_ttl must not exceed root_ttl".into(),
             ));
         }
+        if let Some(aliases) = self.trust_domain_aliases {
+            if let Some(same) = aliases.iter().find(|a| **a == ca.trust_domain) {
+                return Err(Error::Config(format!(
+                    "trust_domain_aliases lists {same}, the trust domain itself; list only former trust domains"
+                )));
+            }
+            ca.trust_domain_aliases = aliases;
+        }
+        let jwt_issuers = self
+            .jwt_issuers
+            .unwrap_or_default()
+            .into_iter()
+            .map(JwtIssuerConfig::resolve)
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in jwt_issuers.iter().enumerate() {
+            if jwt_issuers[..i].iter().any(|b| b.issuer.issuer == a.issuer.issuer) {
+                return Err(Error::Config(format!(
+                    "jwt issuer {:?} is configured twice",
+                    a.issuer.issuer
+                )));
+            }
+        }
         let admin_socket = self
             .admin_socket
             .unwrap_or_else(|| data_dir.join("admin.sock"));
@@ -156,6 +257,7 @@ impl ServerConfig {
             token_retention: self
                 .token_retention
                 .unwrap_or(Ttl::from_secs(7 * 24 * 3600)),
+            jwt_issuers,
             data_dir,
             ca,
         })
@@ -181,6 +283,8 @@ pub struct Settings {
     pub token_max_ttl: Ttl,
     /// Retention of spent tokens.
     pub token_retention: Ttl,
+    /// Trusted platform-JWT issuers.
+    pub jwt_issuers: Vec<JwtIssuerSettings>,
     /// The CA's settings.
     pub ca: CaSettings,
 }
@@ -223,6 +327,41 @@ mod tests {
         // Found by reading the fuzz target's code path: both used to panic.
         assert!(ServerConfig::parse("max_ttl = \"300000000000y\"").is_err());
         assert!(ServerConfig::parse("root_ttl = \"10000y\"").is_err());
+    }
+
+    #[test]
+    fn jwt_issuers_and_aliases_resolve_with_defaults_and_refuse_mistakes() {
+        let resolve = |text: &str| {
+            let mut c = ServerConfig::parse(text).map_err(Error::Config)?;
+            c.data_dir = Some("/tmp/x".into());
+            c.resolve()
+        };
+        let s = resolve(
+            "trust_domain = \"new.example\"\ntrust_domain_aliases = [\"old.example\"]\n[[jwt_issuers]]\nissuer = \"https://k8s\"\njwks_file = \"/j.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.ca.trust_domain_aliases[0].as_str(), "old.example");
+        let i = &s.jwt_issuers[0].issuer;
+        assert_eq!(i.audiences, ["istio-ca"]);
+        assert_eq!(i.algorithms, writ_bootstrap::DEFAULT_ALGORITHMS);
+        assert_eq!(i.mapping, writ_bootstrap::IdentityMapping::Kubernetes);
+
+        let base = "[[jwt_issuers]]\nissuer = \"https://k8s\"\njwks_file = \"/j.json\"\n";
+        for (extra, why) in [
+            ("algorithms = [\"HS256\"]\n", "public-key"),
+            ("algorithms = [\"XX1\"]\n", "unknown algorithm"),
+            ("audiences = []\n", "audience"),
+            ("mapping = \"subject\"\n", "subject_prefix"),
+            ("subject_prefix = \"a\"\n", "only to mapping"),
+        ] {
+            let err = resolve(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(why), "{extra}: {err}");
+        }
+        let twice = format!("{base}{base}");
+        assert!(resolve(&twice).unwrap_err().to_string().contains("twice"));
+        assert!(resolve(&format!("{base}audience = [\"x\"]\n")).is_err());
+        let same = resolve("trust_domain = \"a.example\"\ntrust_domain_aliases = [\"a.example\"]\n");
+        assert!(same.unwrap_err().to_string().contains("the trust domain itself"));
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(crate) fn ca_status(e: writ_ca::Error) -> Status {
         | E::UnsupportedKey(_)
         | E::CsrRejected(_)
         | E::TtlTooLong { .. } => Status::invalid_argument(e.to_string()),
-        E::IdentityMismatch { .. } | E::DnsNotAllowed(_) => {
+        E::IdentityMismatch { .. } | E::DnsNotAllowed(_) | E::ForeignTrustDomain { .. } => {
             Status::permission_denied(e.to_string())
         }
         E::BadCertificate(_) => Status::unauthenticated(e.to_string()),
@@ -85,7 +85,9 @@ pub(crate) fn bootstrap_status(e: writ_bootstrap::Error) -> Status {
         | E::Expired { .. }
         | E::NotYetValid { .. }
         | E::UnknownToken { .. }
-        | E::ClaimsMismatch { .. } => Status::unauthenticated(e.to_string()),
+        | E::ClaimsMismatch { .. }
+        | E::UntrustedIssuer { .. }
+        | E::PlatformToken { .. } => Status::unauthenticated(e.to_string()),
         E::AlreadyUsed { .. } | E::Revoked { .. } => Status::permission_denied(e.to_string()),
         E::NotFound { .. } => Status::not_found(e.to_string()),
         E::WrongState { .. } => Status::failed_precondition(e.to_string()),

@@ -7,7 +7,9 @@ pub mod check;
 mod config;
 mod convert;
 mod error;
+mod istio;
 mod peers;
+mod platform;
 mod renewal;
 mod rotation;
 mod service;
@@ -30,9 +32,11 @@ use writ_bootstrap::{Bootstrap, BootstrapSettings};
 use writ_ca::Authority;
 use writ_ca::store::SledStore;
 use writ_proto::admin::admin_server::AdminServer;
+use writ_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use writ_proto::v1::ca_server::CaServer;
 
-pub use config::{ServerConfig, Settings, default_data_dir};
+pub use config::{JwtIssuerConfig, MappingKind, ServerConfig, Settings, default_data_dir};
+pub use platform::JwtIssuerSettings;
 pub use error::Error;
 
 use state::Shared;
@@ -82,6 +86,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     .await
     .map_err(|_| Error::Config("CA start-up task failed".into()))??;
     let authority = Arc::new(authority);
+    let platform =
+        platform::PlatformAuth::load(&settings.jwt_issuers, settings.ca.trust_domain.clone())?;
 
     let serving = Arc::new(renewal::issue_serving_cert(&authority, &settings)?);
     let tls = TlsAcceptor::from(Arc::new(tls::server_config(serving.clone())?));
@@ -103,6 +109,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         listen: addr,
         rotation_wake: tokio::sync::Notify::new(),
         peers: Default::default(),
+        platform,
     });
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;
@@ -113,6 +120,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let incoming = accept_tls(listener, tls, shutdown.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(CaServer::new(service::CaService::new(shared.clone())))
+        .add_service(IstioCertificateServiceServer::new(istio::IstioService::new(
+            shared.clone(),
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));

@@ -31,22 +31,24 @@ impl CaService {
 
 /// What a caller presented to prove who it is.
 pub(crate) enum Credential {
-    /// A client certificate from this CA, verified: the caller it proves.
-    Certificate(Caller),
+    /// A verified client certificate from this CA, or a verified platform JWT: the caller
+    /// it proves.
+    Proven(Caller),
     /// A bootstrap token, not yet verified: verification reads the store, so it runs on
     /// a blocking thread with the rest of the redemption.
     Token(SecretToken),
 }
 
 impl Shared {
-    /// Establishes who is calling: a bootstrap token in `authorization: Bearer <token>`,
-    /// else a client certificate.
+    /// Establishes who is calling: a bearer token in `authorization: Bearer <token>` (a
+    /// platform JWT from a trusted issuer, or a bootstrap token), else a client
+    /// certificate.
     ///
     /// A bearer token wins over a certificate: the token names the identity it grants
     /// explicitly, and judging only one credential keeps the outcome unambiguous.
     pub(crate) fn authenticate<T>(&self, req: &Request<T>) -> Result<Credential, Status> {
         if let Some(value) = req.metadata().get("authorization") {
-            return bearer(value).map(Credential::Token);
+            return self.bearer_credential(bearer(value)?);
         }
         let certs = req.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
             Status::unauthenticated(
@@ -56,7 +58,7 @@ impl Shared {
         let now = SystemTime::now();
         let sequence = self.authority.bundle_sequence();
         if let Some(known) = self.peers.get(&certs[0], sequence, now) {
-            return Ok(Credential::Certificate(Caller {
+            return Ok(Credential::Proven(Caller {
                 id: known.id,
                 dns_allowed: known.dns_names,
                 method: AuthMethod::Mtls,
@@ -74,11 +76,42 @@ impl Shared {
             peer.leaf.not_after,
             sequence,
         );
-        Ok(Credential::Certificate(Caller {
+        Ok(Credential::Proven(Caller {
             id: peer.id,
             dns_allowed: peer.leaf.dns_names,
             method: AuthMethod::Mtls,
         }))
+    }
+
+    /// Sorts a bearer token by the issuer it claims: a configured platform issuer's JWT is
+    /// verified here (no store access: a signature check against cached keys); writ's own
+    /// bootstrap tokens go on to redemption; any other issuer is refused by name.
+    fn bearer_credential(&self, token: SecretToken) -> Result<Credential, Status> {
+        match writ_bootstrap::peek_issuer(token.expose()) {
+            Ok(iss) if self.platform.trusts(&iss) => {
+                let verified = self
+                    .platform
+                    .verify(token.expose(), SystemTime::now())
+                    .map_err(|e| {
+                        tracing::warn!(issuer = %iss, error = %e, "platform JWT refused");
+                        bootstrap_status(e)
+                    })?;
+                tracing::debug!(issuer = %iss, sub = %verified.subject, spiffe_id = %verified.spiffe_id, "platform JWT verified");
+                Ok(Credential::Proven(Caller {
+                    id: verified.spiffe_id,
+                    dns_allowed: Vec::new(),
+                    method: AuthMethod::Jwt,
+                }))
+            }
+            Ok(iss) if !iss.starts_with(writ_bootstrap::BOOTSTRAP_ISSUER_PREFIX) => {
+                let issuer: String = iss.chars().take(64).collect();
+                tracing::warn!(%issuer, "JWT from an untrusted issuer refused");
+                Err(bootstrap_status(writ_bootstrap::Error::UntrustedIssuer { issuer }))
+            }
+            // writ's own bootstrap tokens, and anything unreadable: redemption judges it
+            // and names what is wrong.
+            _ => Ok(Credential::Token(token)),
+        }
     }
 
     /// Redeems `token` for a certificate for `csr`: verify → evaluate the CSR → consume →
@@ -87,11 +120,13 @@ impl Shared {
     /// Only `consume` changes the token's state, and it runs after the CSR passed the
     /// policy, so a refused CSR leaves the token redeemable. If issuing fails after the
     /// token was consumed, the token stays spent: exactly-once wins over a retry.
-    fn redeem(
+    pub(crate) fn redeem(
         &self,
         token: &SecretToken,
         csr: &[u8],
         ttl: Option<Duration>,
+        over_max: OverMax,
+        mode: SanMode,
     ) -> Result<Issuance, Status> {
         let bootstrap = &self.bootstrap;
         let verified = bootstrap
@@ -105,13 +140,9 @@ impl Shared {
         };
         let template = Csr::parse(csr)
             .and_then(|csr| {
-                self.authority.policy().evaluate(
-                    &csr,
-                    &caller,
-                    ttl,
-                    OverMax::Clamp,
-                    SanMode::Exact,
-                )
+                self.authority
+                    .policy()
+                    .evaluate(&csr, &caller, ttl, over_max, mode)
             })
             .map_err(|e| {
                 self.token_failures.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +176,7 @@ impl Shared {
 fn bearer(value: &MetadataValue<Ascii>) -> Result<SecretToken, Status> {
     let refuse = || {
         Status::unauthenticated(
-            "malformed authorization metadata: send `authorization: Bearer <bootstrap token>`",
+            "malformed authorization metadata: send `authorization: Bearer <token>` with a bootstrap token or a platform JWT",
         )
     };
     let text = value.to_str().map_err(|_| refuse())?;
@@ -168,15 +199,16 @@ impl Ca for CaService {
         let r = req.into_inner();
         let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
         let caller = match credential {
-            Credential::Certificate(caller) => caller,
+            Credential::Proven(caller) => caller,
             Credential::Token(token) => {
                 let shared = self.shared.clone();
                 // Verifying reads the store and consuming waits for an fsync: keep both
                 // off the async workers.
-                let issuance =
-                    tokio::task::spawn_blocking(move || shared.redeem(&token, &r.csr, ttl))
-                        .await
-                        .map_err(|_| Status::internal("signing task failed"))??;
+                let issuance = tokio::task::spawn_blocking(move || {
+                    shared.redeem(&token, &r.csr, ttl, OverMax::Clamp, SanMode::Exact)
+                })
+                .await
+                .map_err(|_| Status::internal("signing task failed"))??;
                 return Ok(Response::new(convert::sign_response(issuance)));
             }
         };

@@ -60,6 +60,10 @@ pub struct Args {
     /// How long used, revoked and expired token records are kept [default: 7d].
     #[arg(long)]
     token_retention: Option<Ttl>,
+    /// A former trust domain whose workloads may still renew, into --trust-domain
+    /// (repeatable; for trust-domain migrations).
+    #[arg(long = "trust-domain-alias")]
+    trust_domain_aliases: Vec<TrustDomain>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -90,6 +94,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         token_ttl: a.token_ttl,
         token_max_ttl: a.token_max_ttl,
         token_retention: a.token_retention,
+        trust_domain_aliases: (!a.trust_domain_aliases.is_empty())
+            .then_some(a.trust_domain_aliases),
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;

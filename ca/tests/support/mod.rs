@@ -84,7 +84,27 @@ impl TestCa {
         self.open()
     }
 
+    /// Like [`Self::reopen`], with new settings (a changed trust domain, say); the error
+    /// when the CA refuses them.
+    #[allow(dead_code)]
+    pub fn reopen_with(&mut self, settings: CaSettings) -> Result<bool, writ_ca::Error> {
+        self.authority = None;
+        self.settings = settings;
+        let store = self.store();
+        let (authority, created) = Authority::open(self.settings.clone(), Arc::new(store))?;
+        self.authority = Some(authority);
+        Ok(created)
+    }
+
     fn open(&mut self) -> bool {
+        let store = self.store();
+        let (authority, created) =
+            Authority::open(self.settings.clone(), Arc::new(store)).expect("open authority");
+        self.authority = Some(authority);
+        created
+    }
+
+    fn store(&self) -> SledStore {
         let path = self.dir.path().join("db");
         // sled's background threads can hold the database's file lock for a moment after
         // the `Db` is dropped (sled's own tests block on it for the same reason), so a
@@ -100,10 +120,7 @@ impl TestCa {
                 Err(e) => panic!("open sled store: {e:?}"),
             }
         };
-        let (authority, created) =
-            Authority::open(self.settings.clone(), Arc::new(store)).expect("open authority");
-        self.authority = Some(authority);
-        created
+        store
     }
 }
 
