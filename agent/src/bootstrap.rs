@@ -57,7 +57,7 @@ pub async fn bootstrap(
         }
         None => None,
     };
-    let token = match read_token(token_file) {
+    let token = match read_token_file(token_file, "bootstrap token") {
         Ok(t) => t,
         Err(e) => {
             return Err(match existing {
@@ -143,33 +143,27 @@ fn refused(status: tonic::Status, id: &SpiffeId) -> Error {
     }
 }
 
-/// Reads a token file: bounded, trimmed, never echoed. The error is a clause to embed.
-fn read_token(path: &Path) -> Result<SecretToken, String> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "no bootstrap token could be read from {}: {e}",
-            path.display()
-        )
-    })?;
+/// Reads a token file (`kind` names it in errors: "bootstrap token", "JWT"): bounded,
+/// trimmed, never echoed. The error is a clause to embed.
+pub(crate) fn read_token_file(path: &Path, kind: &str) -> Result<SecretToken, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("no {kind} could be read from {}: {e}", path.display()))?;
     let mut buf = Zeroizing::new(Vec::new());
     let limit = MAX_TOKEN_LEN + FILE_SLACK;
     file.take(limit as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("reading the bootstrap token {}: {e}", path.display()))?;
+        .map_err(|e| format!("reading the {kind} {}: {e}", path.display()))?;
     if buf.len() > limit {
         return Err(format!(
-            "{} is larger than any bootstrap token ({MAX_TOKEN_LEN} bytes at most); is it the right file?",
+            "{} is larger than any {kind} ({MAX_TOKEN_LEN} bytes at most); is it the right file?",
             path.display()
         ));
     }
     let text = std::str::from_utf8(&buf)
-        .map_err(|_| format!("{} is not a bootstrap token (not text)", path.display()))?
+        .map_err(|_| format!("{} is not a {kind} (not text)", path.display()))?
         .trim();
     if text.is_empty() {
-        return Err(format!(
-            "the bootstrap token file {} is empty",
-            path.display()
-        ));
+        return Err(format!("the {kind} file {} is empty", path.display()));
     }
     Ok(SecretToken::new(text.to_owned()))
 }
@@ -182,14 +176,15 @@ mod tests {
     fn token_files_are_bounded_and_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
+        let read = |p: &Path| read_token_file(p, "bootstrap token");
         std::fs::write(&p, "  abc.def.ghi\n").unwrap();
-        assert_eq!(read_token(&p).unwrap().expose(), "abc.def.ghi");
+        assert_eq!(read(&p).unwrap().expose(), "abc.def.ghi");
         std::fs::write(&p, "\n").unwrap();
-        assert!(read_token(&p).unwrap_err().contains("empty"));
+        assert!(read(&p).unwrap_err().contains("empty"));
         std::fs::write(&p, vec![b'a'; MAX_TOKEN_LEN + FILE_SLACK + 1]).unwrap();
-        let e = read_token(&p).unwrap_err();
+        let e = read(&p).unwrap_err();
         assert!(e.contains("larger"));
         assert!(!e.contains("aaaa"));
-        assert!(read_token(&dir.path().join("missing")).is_err());
+        assert!(read(&dir.path().join("missing")).is_err());
     }
 }

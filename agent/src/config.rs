@@ -16,6 +16,14 @@ pub struct AgentFileConfig {
     pub out_dir: Option<PathBuf>,
     /// A one-time bootstrap token for the first identity.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// A platform JWT for the first certificate and every renewal.
+    pub jwt_file: Option<PathBuf>,
+    /// With `jwt_file`: the CA's roots (PEM) for first contact.
+    pub ca_bundle: Option<PathBuf>,
+    /// With `jwt_file`: the CA root's SHA-256 fingerprint for first contact.
+    pub ca_fingerprint: Option<String>,
+    /// With `jwt_file`: the CA's trust domain.
+    pub trust_domain: Option<writ_ca::TrustDomain>,
     /// Workload API socket.
     pub workload_api_socket: Option<PathBuf>,
     /// Command run after each update.

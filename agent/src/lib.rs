@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod files;
 mod hook;
+pub mod platform;
 pub mod renew;
 pub mod rotation;
 pub mod schedule;

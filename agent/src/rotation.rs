@@ -16,6 +16,7 @@ use writ_proto::v1::GetBundleRequest;
 
 use crate::client::{ServerTrust, connect};
 use crate::files::{self, Identity};
+use crate::platform::{self, JwtSource};
 use crate::renew::{RenewOptions, renew};
 use crate::schedule::Schedule;
 use crate::status::{AgentStatus, rfc3339};
@@ -42,6 +43,9 @@ pub struct AgentOptions {
     pub key_type: KeyType,
     /// Requested certificate lifetime; `None` for the server's default.
     pub ttl: Option<Duration>,
+    /// Authenticate with a platform JWT (first certificate and every renewal) instead of
+    /// a bootstrap token and mTLS renewal.
+    pub jwt: Option<JwtSource>,
 }
 
 type Current = watch::Sender<Option<Arc<Identity>>>;
@@ -94,6 +98,23 @@ async fn first_identity(opts: &AgentOptions) -> Result<Identity, Error> {
         let done =
             crate::bootstrap::bootstrap(&opts.server, token, &opts.out_dir, opts.key_type).await?;
         return Ok(done.identity);
+    }
+    if let Some(jwt) = &opts.jwt {
+        if let Some(id) = files::read_identity(&opts.out_dir)?
+            && id.leaf_info()?.not_after > SystemTime::now()
+        {
+            return Ok(id);
+        }
+        let id = platform::obtain(&opts.server, jwt, None, opts.key_type, opts.ttl).await?;
+        let dir = opts.out_dir.clone();
+        let written = Arc::new(id);
+        let to_write = written.clone();
+        tokio::task::spawn_blocking(move || files::write_identity(&dir, &to_write))
+            .await
+            .map_err(|_| Error::Connect("file writer task failed".into()))??;
+        tracing::info!(jwt_file = %jwt.jwt_file.display(), "first certificate obtained with a platform JWT");
+        return Arc::try_unwrap(written)
+            .map_err(|_| Error::Connect("identity still shared after writing".into()));
     }
     match files::read_identity(&opts.out_dir)? {
         Some(id) => {
@@ -184,7 +205,21 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
             .without_max_times();
         let attempt = || async {
             let current = agent.identity();
-            renew(&agent.opts.server, &current, renew_opts).await
+            match &agent.opts.jwt {
+                // Every renewal proves the platform identity afresh, as Istio's agent
+                // does: a deleted service account stops getting certificates.
+                Some(jwt) => {
+                    platform::obtain(
+                        &agent.opts.server,
+                        jwt,
+                        Some(&current),
+                        renew_opts.key_type,
+                        renew_opts.ttl,
+                    )
+                    .await
+                }
+                None => renew(&agent.opts.server, &current, renew_opts).await,
+            }
         };
         let renewed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

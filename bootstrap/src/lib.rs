@@ -22,13 +22,13 @@ mod signer;
 pub use bootstrap::{Bootstrap, BootstrapSettings, MintedToken, VerifiedToken};
 pub use claims::Jti;
 pub use error::{Error, Result};
+pub use jsonwebtoken::Algorithm;
+pub use jsonwebtoken::jwk::JwkSet;
 pub use peek::{UnverifiedClaims, peek_claims};
 pub use platform::{
     DEFAULT_ALGORITHMS, DEFAULT_AUDIENCE, IdentityMapping, PLATFORM_LEEWAY, PlatformIdentity,
     PlatformIssuer, peek_issuer, verify_platform_token,
 };
-pub use jsonwebtoken::Algorithm;
-pub use jsonwebtoken::jwk::JwkSet;
 pub use provider::install_crypto_provider;
 pub use registry::{TokenEntry, TokenState};
 pub use secret::SecretToken;

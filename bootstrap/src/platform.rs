@@ -54,7 +54,12 @@ pub struct PlatformIssuer {
 impl PlatformIssuer {
     /// Checks the issuer's settings once, at configuration time.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidInput(format!("jwt issuer {:?}: {m}", self.issuer)));
+        let bad = |m: String| {
+            Err(Error::InvalidInput(format!(
+                "jwt issuer {:?}: {m}",
+                self.issuer
+            )))
+        };
         if self.issuer.is_empty() {
             return bad("`issuer` is empty".into());
         }
@@ -132,9 +137,7 @@ pub fn verify_platform_token(
         .parse::<Algorithm>()
         .ok()
         .filter(|a| issuer.algorithms.contains(a))
-        .ok_or_else(|| {
-            Error::WrongAlgorithm(header.alg.chars().take(16).collect())
-        })?;
+        .ok_or_else(|| Error::WrongAlgorithm(header.alg.chars().take(16).collect()))?;
     if header.crit {
         return Err(Error::Malformed("the header marks extensions critical"));
     }
@@ -165,7 +168,9 @@ pub fn verify_platform_token(
             issuer.audiences
         )));
     }
-    let exp = claims.exp.ok_or_else(|| refuse("the token has no `exp`".into()))?;
+    let exp = claims
+        .exp
+        .ok_or_else(|| refuse("the token has no `exp`".into()))?;
     let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(exp);
     if expires_at + PLATFORM_LEEWAY <= now {
         return Err(refuse(format!(
@@ -236,36 +241,55 @@ fn map_identity(
             let from_sub = claims.sub.as_deref().map(|s| {
                 s.strip_prefix("system:serviceaccount:")
                     .and_then(|rest| rest.split_once(':'))
-                    .ok_or_else(|| format!("`sub` {:?} is not system:serviceaccount:NS:SA", shorten(s)))
+                    .ok_or_else(|| {
+                        format!("`sub` {:?} is not system:serviceaccount:NS:SA", shorten(s))
+                    })
             });
-            let from_k8s = claims
-                .kubernetes
-                .as_ref()
-                .and_then(|k| Some((k.namespace.as_str(), k.serviceaccount.as_ref()?.name.as_str())));
+            let from_k8s = claims.kubernetes.as_ref().and_then(|k| {
+                Some((
+                    k.namespace.as_str(),
+                    k.serviceaccount.as_ref()?.name.as_str(),
+                ))
+            });
             let (ns, sa) = match (from_k8s, from_sub) {
                 (Some(k8s), Some(Ok(sub))) if k8s != sub => {
-                    return Err("the `kubernetes.io` claims and `sub` name different service accounts".into());
+                    return Err(
+                        "the `kubernetes.io` claims and `sub` name different service accounts"
+                            .into(),
+                    );
                 }
                 (Some(k8s), _) => k8s,
                 (None, Some(sub)) => sub?,
-                (None, None) => return Err("the token carries neither `kubernetes.io` claims nor a `sub`".into()),
+                (None, None) => {
+                    return Err(
+                        "the token carries neither `kubernetes.io` claims nor a `sub`".into(),
+                    );
+                }
             };
             for (what, name) in [("namespace", ns), ("service account", sa)] {
                 if !is_k8s_name(name) {
-                    return Err(format!("{what} {:?} is not a Kubernetes name", shorten(name)));
+                    return Err(format!(
+                        "{what} {:?} is not a Kubernetes name",
+                        shorten(name)
+                    ));
                 }
             }
             format!("ns/{ns}/sa/{sa}")
         }
         IdentityMapping::Subject { prefix } => {
-            let sub = claims.sub.as_deref().filter(|s| !s.is_empty()).ok_or("the token has no `sub`")?;
+            let sub = claims
+                .sub
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .ok_or("the token has no `sub`")?;
             if sub.contains('/') {
                 return Err(format!("`sub` {:?} contains '/'", shorten(sub)));
             }
             format!("{prefix}/{sub}")
         }
     };
-    td.workload(&path).map_err(|e| format!("cannot name a SPIFFE ID from the claims: {e}"))
+    td.workload(&path)
+        .map_err(|e| format!("cannot name a SPIFFE ID from the claims: {e}"))
 }
 
 /// RFC 1123 labels and subdomains, as Kubernetes names namespaces and service accounts.
@@ -275,7 +299,8 @@ fn is_k8s_name(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -347,7 +372,9 @@ struct Named {
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Aud {

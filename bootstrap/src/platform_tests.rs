@@ -75,7 +75,10 @@ impl TestKey {
     }
 
     fn token(&self, kid: &str, claims: &Value) -> String {
-        self.sign(&json!({"alg": self.alg(), "kid": kid, "typ": "JWT"}), claims)
+        self.sign(
+            &json!({"alg": self.alg(), "kid": kid, "typ": "JWT"}),
+            claims,
+        )
     }
 }
 
@@ -130,7 +133,10 @@ fn kubernetes_tokens_map_to_namespace_and_service_account() {
     let ec = TestKey::ec();
     let set = keys(&[(&rsa, "r1"), (&ec, "e1")]);
     let id = verify(&rsa.token("r1", &k8s_claims("prod", "web")), &set).unwrap();
-    assert_eq!(id.spiffe_id.as_str(), "spiffe://cluster.local/ns/prod/sa/web");
+    assert_eq!(
+        id.spiffe_id.as_str(),
+        "spiffe://cluster.local/ns/prod/sa/web"
+    );
     assert_eq!(id.subject, "system:serviceaccount:prod:web");
     let id = verify(&ec.token("e1", &k8s_claims("dev", "db")), &set).unwrap();
     assert_eq!(id.spiffe_id.as_str(), "spiffe://cluster.local/ns/dev/sa/db");
@@ -270,8 +276,12 @@ fn subject_mapping_puts_sub_under_a_prefix() {
     iss.validate().unwrap();
     let c = json!({"iss": "https://ci.example", "sub": "job-42", "aud": "writ", "exp": 1_800_000_100u64});
     let id = verify_platform_token(&ec.token("e1", &c), &iss, &set, &td(), now()).unwrap();
-    assert_eq!(id.spiffe_id.as_str(), "spiffe://cluster.local/oidc/ci/job-42");
-    let c = json!({"iss": "https://ci.example", "sub": "a/b", "aud": "writ", "exp": 1_800_000_100u64});
+    assert_eq!(
+        id.spiffe_id.as_str(),
+        "spiffe://cluster.local/oidc/ci/job-42"
+    );
+    let c =
+        json!({"iss": "https://ci.example", "sub": "a/b", "aud": "writ", "exp": 1_800_000_100u64});
     assert!(verify_platform_token(&ec.token("e1", &c), &iss, &set, &td(), now()).is_err());
 }
 
@@ -303,7 +313,10 @@ fn oversized_and_malformed_tokens_are_refused_before_parsing() {
     assert!(matches!(verify("a.b", &set), Err(Error::Malformed(_))));
     assert!(peek_issuer("a.b.c").is_err());
     let rsa = TestKey::rsa();
-    assert_eq!(peek_issuer(&rsa.token("r1", &k8s_claims("a", "b"))).unwrap(), ISS);
+    assert_eq!(
+        peek_issuer(&rsa.token("r1", &k8s_claims("a", "b"))).unwrap(),
+        ISS
+    );
 }
 
 proptest! {

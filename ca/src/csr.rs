@@ -212,6 +212,18 @@ pub fn build_csr(key: &PrivateKey, id: &SpiffeId, dns_names: &[String]) -> Resul
     Ok(csr.der().to_vec())
 }
 
+/// A DER CSR carrying only `key`, no names: for APIs that issue the caller's
+/// authenticated identity whatever the CSR says (Istio's), when the caller cannot know
+/// that identity in advance.
+pub fn build_bare_csr(key: &PrivateKey) -> Result<Vec<u8>, Error> {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = p
+        .serialize_request(key.rcgen_pair())
+        .map_err(|e| Error::Signing(format!("building CSR: {e}")))?;
+    Ok(csr.der().to_vec())
+}
+
 fn decode(input: &[u8]) -> Result<CertReq, Error> {
     let trimmed = input.trim_ascii_start();
     if trimmed.starts_with(b"-----BEGIN") {

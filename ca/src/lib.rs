@@ -22,7 +22,7 @@ pub mod x509;
 
 pub use authority::{Authority, CaSettings, GenerationSummary, Issuance, NextStep, RotationAction};
 pub use bundle::TrustBundle;
-pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_csr};
+pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_bare_csr, build_csr};
 pub use error::Error;
 pub use generation::{CaCert, Generation, GenerationState, Validity};
 pub use issuer::{Issued, IssuerRef, sign_leaf};

@@ -143,12 +143,14 @@ pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
 
 /// Encodes DER certificates as concatenated PEM blocks.
 pub fn certs_to_pem<'a>(certs: impl IntoIterator<Item = &'a Vec<u8>>) -> String {
-    let mut out = String::new();
-    for der in certs {
-        // A certificate always encodes; an error here would be a bug in `der`'s PEM writer.
-        if let Ok(pem) = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der) {
-            out.push_str(&pem);
-        }
-    }
-    out
+    certs
+        .into_iter()
+        .map(|der| der_to_pem("CERTIFICATE", der))
+        .collect()
+}
+
+/// One PEM block with `label` (`CERTIFICATE`, `CERTIFICATE REQUEST`) around `der`.
+pub fn der_to_pem(label: &str, der: &[u8]) -> String {
+    // Encoding only fails for an invalid label, which callers pass as constants.
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use writ_ca::{
-    AuthMethod, Caller, CaSettings, Error, KeyType, OverMax, PrivateKey, SanMode, SpiffeId,
+    AuthMethod, CaSettings, Caller, Error, KeyType, OverMax, PrivateKey, SanMode, SpiffeId,
     TrustDomain, build_csr,
 };
 
@@ -31,9 +31,15 @@ fn issue_for(ca: &writ_ca::Authority, id: &str, key: &PrivateKey) -> Vec<Vec<u8>
         dns_allowed: Vec::new(),
         method: AuthMethod::Admin,
     };
-    ca.issue(&csr, &caller, Some(Duration::from_secs(3600)), OverMax::Clamp, SanMode::Exact)
-        .expect("issue")
-        .chain
+    ca.issue(
+        &csr,
+        &caller,
+        Some(Duration::from_secs(3600)),
+        OverMax::Clamp,
+        SanMode::Exact,
+    )
+    .expect("issue")
+    .chain
 }
 
 #[test]
@@ -44,13 +50,25 @@ fn an_alias_migrates_the_ca_and_renews_old_identities_into_the_new_domain() {
     let fingerprint = ca.ca().root_fingerprint().expect("fingerprint");
 
     // Without the alias the data directory is refused, naming its trust domain.
-    let refused = ca.reopen_with(settings("new.example", &[])).err().expect("refused");
+    let refused = ca
+        .reopen_with(settings("new.example", &[]))
+        .err()
+        .expect("refused");
     assert!(refused.to_string().contains("old.example"), "{refused}");
 
     // With it, the same CA (same root) opens under the new name.
-    assert!(!ca.reopen_with(settings("new.example", &["old.example"])).expect("open"));
-    assert_eq!(ca.ca().root_fingerprint().expect("fingerprint"), fingerprint);
-    let peer = ca.ca().verify_client(&old_chain, SystemTime::now()).expect("alias peer");
+    assert!(
+        !ca.reopen_with(settings("new.example", &["old.example"]))
+            .expect("open")
+    );
+    assert_eq!(
+        ca.ca().root_fingerprint().expect("fingerprint"),
+        fingerprint
+    );
+    let peer = ca
+        .ca()
+        .verify_client(&old_chain, SystemTime::now())
+        .expect("alias peer");
     assert_eq!(peer.id.as_str(), "spiffe://new.example/ns/prod/sa/web");
     // Renewing as that peer issues in the new trust domain only.
     let csr = build_csr(&key, &peer.id, &[]).expect("csr");
@@ -67,7 +85,10 @@ fn an_alias_migrates_the_ca_and_renews_old_identities_into_the_new_domain() {
 
     // The adoption is durable: the alias can be dropped afterwards, and then the old
     // trust domain is as foreign as any other.
-    assert!(!ca.reopen_with(settings("new.example", &[])).expect("reopen"));
+    assert!(
+        !ca.reopen_with(settings("new.example", &[]))
+            .expect("reopen")
+    );
     let err = ca
         .ca()
         .verify_client(&old_chain, SystemTime::now())

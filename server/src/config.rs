@@ -97,16 +97,23 @@ impl JwtIssuerConfig {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let mapping = match (self.mapping.unwrap_or(MappingKind::Kubernetes), self.subject_prefix) {
+        let mapping = match (
+            self.mapping.unwrap_or(MappingKind::Kubernetes),
+            self.subject_prefix,
+        ) {
             (MappingKind::Kubernetes, None) => writ_bootstrap::IdentityMapping::Kubernetes,
             (MappingKind::Kubernetes, Some(_)) => {
-                return Err(bad("subject_prefix applies only to mapping = \"subject\"".into()));
+                return Err(bad(
+                    "subject_prefix applies only to mapping = \"subject\"".into()
+                ));
             }
             (MappingKind::Subject, Some(prefix)) => writ_bootstrap::IdentityMapping::Subject {
                 prefix: prefix.trim_matches('/').to_owned(),
             },
             (MappingKind::Subject, None) => {
-                return Err(bad("mapping = \"subject\" needs subject_prefix, such as \"oidc/ci\"".into()));
+                return Err(bad(
+                    "mapping = \"subject\" needs subject_prefix, such as \"oidc/ci\"".into(),
+                ));
             }
         };
         let issuer = PlatformIssuer {
@@ -117,7 +124,9 @@ impl JwtIssuerConfig {
             algorithms,
             mapping,
         };
-        issuer.validate().map_err(|e| Error::Config(e.to_string()))?;
+        issuer
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(JwtIssuerSettings {
             issuer,
             jwks_file: self.jwks_file,
@@ -233,7 +242,10 @@ impl ServerConfig {
             .map(JwtIssuerConfig::resolve)
             .collect::<Result<Vec<_>, _>>()?;
         for (i, a) in jwt_issuers.iter().enumerate() {
-            if jwt_issuers[..i].iter().any(|b| b.issuer.issuer == a.issuer.issuer) {
+            if jwt_issuers[..i]
+                .iter()
+                .any(|b| b.issuer.issuer == a.issuer.issuer)
+            {
                 return Err(Error::Config(format!(
                     "jwt issuer {:?} is configured twice",
                     a.issuer.issuer
@@ -360,8 +372,13 @@ mod tests {
         let twice = format!("{base}{base}");
         assert!(resolve(&twice).unwrap_err().to_string().contains("twice"));
         assert!(resolve(&format!("{base}audience = [\"x\"]\n")).is_err());
-        let same = resolve("trust_domain = \"a.example\"\ntrust_domain_aliases = [\"a.example\"]\n");
-        assert!(same.unwrap_err().to_string().contains("the trust domain itself"));
+        let same =
+            resolve("trust_domain = \"a.example\"\ntrust_domain_aliases = [\"a.example\"]\n");
+        assert!(
+            same.unwrap_err()
+                .to_string()
+                .contains("the trust domain itself")
+        );
     }
 
     #[test]

@@ -50,8 +50,7 @@ impl IstioCertificateService for IstioService {
             .and_then(|v| v.to_str().ok())
             .map(|c| c.chars().take(64).collect::<String>());
         let r = req.into_inner();
-        if r
-            .metadata
+        if r.metadata
             .as_ref()
             .is_some_and(|m| m.fields.contains_key(IMPERSONATION_KEY))
         {
@@ -105,11 +104,7 @@ fn ttl(seconds: i64) -> Option<Duration> {
 /// Istio's layout: the leaf, each intermediate as its own element, then every root of the
 /// bundle together as one final element (clients take the last element as their roots).
 fn cert_chain(issuance: &Issuance) -> Vec<String> {
-    let mut chain: Vec<String> = issuance
-        .chain
-        .iter()
-        .map(|c| certs_to_pem([c]))
-        .collect();
+    let mut chain: Vec<String> = issuance.chain.iter().map(|c| certs_to_pem([c])).collect();
     chain.push(certs_to_pem(&issuance.bundle.roots));
     chain
 }

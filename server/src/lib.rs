@@ -36,8 +36,8 @@ use writ_proto::istio::v1::auth::istio_certificate_service_server::IstioCertific
 use writ_proto::v1::ca_server::CaServer;
 
 pub use config::{JwtIssuerConfig, MappingKind, ServerConfig, Settings, default_data_dir};
-pub use platform::JwtIssuerSettings;
 pub use error::Error;
+pub use platform::JwtIssuerSettings;
 
 use state::Shared;
 
@@ -120,9 +120,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let incoming = accept_tls(listener, tls, shutdown.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(CaServer::new(service::CaService::new(shared.clone())))
-        .add_service(IstioCertificateServiceServer::new(istio::IstioService::new(
-            shared.clone(),
-        )))
+        .add_service(IstioCertificateServiceServer::new(
+            istio::IstioService::new(shared.clone()),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));

@@ -213,7 +213,12 @@ mod tests {
         std::fs::write(&path, r#"{"keys":[]}"#).unwrap();
         assert!(JwksFile::load(&path).err().unwrap().contains("no keys"));
         std::fs::write(&path, "[]").unwrap();
-        assert!(JwksFile::load(&path).err().unwrap().contains("JSON Web Key Set"));
+        assert!(
+            JwksFile::load(&path)
+                .err()
+                .unwrap()
+                .contains("JSON Web Key Set")
+        );
         std::fs::write(&path, vec![b' '; MAX_JWKS_LEN as usize + 1]).unwrap();
         assert!(JwksFile::load(&path).err().unwrap().contains("at most"));
     }

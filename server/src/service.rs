@@ -106,7 +106,9 @@ impl Shared {
             Ok(iss) if !iss.starts_with(writ_bootstrap::BOOTSTRAP_ISSUER_PREFIX) => {
                 let issuer: String = iss.chars().take(64).collect();
                 tracing::warn!(%issuer, "JWT from an untrusted issuer refused");
-                Err(bootstrap_status(writ_bootstrap::Error::UntrustedIssuer { issuer }))
+                Err(bootstrap_status(writ_bootstrap::Error::UntrustedIssuer {
+                    issuer,
+                }))
             }
             // writ's own bootstrap tokens, and anything unreadable: redemption judges it
             // and names what is wrong.

@@ -9,10 +9,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use writ_agent::config::AgentFileConfig;
 use writ_agent::files::read_identity;
+use writ_agent::platform::{FirstTrust, JwtSource};
 use writ_agent::rotation::{AgentOptions, run};
 use writ_agent::schedule::Schedule;
 use writ_agent::status::AgentStatus;
-use writ_ca::{KeyType, Ttl};
+use writ_ca::{KeyType, TrustDomain, Ttl};
 
 use crate::output::{self, Format};
 
@@ -46,6 +47,19 @@ struct RunArgs {
     /// One-time bootstrap token for the first certificate (deleted once used).
     #[arg(long)]
     bootstrap_token_file: Option<PathBuf>,
+    /// Platform JWT (a Kubernetes projected service-account token) proving the identity,
+    /// for the first certificate and every renewal; re-read each time.
+    #[arg(long, conflicts_with = "bootstrap_token_file")]
+    jwt_file: Option<PathBuf>,
+    /// With --jwt-file: PEM file of the CA's roots, to trust the CA on first contact.
+    #[arg(long, conflicts_with = "ca_fingerprint")]
+    ca_bundle: Option<PathBuf>,
+    /// With --jwt-file: the CA root's SHA-256 fingerprint, to trust it on first contact.
+    #[arg(long)]
+    ca_fingerprint: Option<String>,
+    /// With --jwt-file: the CA's trust domain [default: cluster.local].
+    #[arg(long)]
+    trust_domain: Option<TrustDomain>,
     /// Serve the SPIFFE Workload API on this Unix socket.
     #[arg(long)]
     workload_api_socket: Option<PathBuf>,
@@ -121,7 +135,38 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         a.jitter.or(file.jitter).unwrap_or(d.jitter),
     )
     .map_err(anyhow::Error::msg)?;
+    let jwt = match a.jwt_file.or(file.jwt_file) {
+        None => None,
+        Some(jwt_file) => {
+            let first_trust = match (
+                a.ca_bundle.or(file.ca_bundle),
+                a.ca_fingerprint.or(file.ca_fingerprint),
+            ) {
+                (Some(b), None) => FirstTrust::BundleFile(b),
+                (None, Some(f)) if is_fingerprint(&f) => FirstTrust::Fingerprint(f),
+                (None, Some(f)) => anyhow::bail!(
+                    "--ca-fingerprint {f:?} is not a SHA-256 fingerprint (64 lowercase hex digits, as `writ server` prints)"
+                ),
+                (Some(_), Some(_)) => {
+                    anyhow::bail!("give --ca-bundle or --ca-fingerprint, not both")
+                }
+                (None, None) => anyhow::bail!(
+                    "--jwt-file needs --ca-bundle FILE or --ca-fingerprint SHA256 to recognise the CA on first contact"
+                ),
+            };
+            let trust_domain = match a.trust_domain.or(file.trust_domain) {
+                Some(td) => td,
+                None => TrustDomain::parse("cluster.local")?,
+            };
+            Some(JwtSource {
+                jwt_file,
+                trust_domain,
+                first_trust,
+            })
+        }
+    };
     let opts = AgentOptions {
+        jwt,
         server,
         out_dir,
         bootstrap_token_file: a.bootstrap_token_file.or(file.bootstrap_token_file),
@@ -240,4 +285,9 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// 64 lowercase hex digits.
+fn is_fingerprint(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
