@@ -52,8 +52,7 @@ fn an_alias_migrates_the_ca_and_renews_old_identities_into_the_new_domain() {
     // Without the alias the data directory is refused, naming its trust domain.
     let refused = ca
         .reopen_with(settings("new.example", &[]))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(refused.to_string().contains("old.example"), "{refused}");
 
     // With it, the same CA (same root) opens under the new name.

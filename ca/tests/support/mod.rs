@@ -110,7 +110,7 @@ impl TestCa {
         // the `Db` is dropped (sled's own tests block on it for the same reason), so a
         // reopen waits a little for the lock rather than failing at once.
         let mut attempts = 0;
-        let store = loop {
+        loop {
             match SledStore::open(&path) {
                 Ok(store) => break store,
                 Err(e) if attempts < 100 && e.to_string().contains("lock") => {
@@ -119,8 +119,7 @@ impl TestCa {
                 }
                 Err(e) => panic!("open sled store: {e:?}"),
             }
-        };
-        store
+        }
     }
 }
 
