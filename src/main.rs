@@ -53,6 +53,23 @@ enum Command {
     Bootstrap(cmd::bootstrap::Args),
 }
 
+/// The server and the load generator use every core; everything else (the agent above
+/// all, which lives beside each workload) runs on one thread: a multi-threaded runtime
+/// costs the agent several MiB of per-thread stacks and allocator arenas for nothing, as
+/// it does a few milliseconds of work per renewal.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    match command {
+        Command::Server(_) | Command::Bench(_) => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            // File writes and key generation run on blocking threads; let them go soon
+            // after instead of lingering between renewals.
+            .max_blocking_threads(4)
+            .thread_keep_alive(std::time::Duration::from_secs(1))
+            .build(),
+    }
+}
+
 fn main() -> ExitCode {
     // jsonwebtoken (bootstrap tokens) panics without a process-wide crypto provider.
     writ_bootstrap::install_crypto_provider();
@@ -64,7 +81,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&cli.command) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -8,6 +8,7 @@ mod cpu;
 mod crypto;
 mod load;
 mod stats;
+pub mod watch;
 
 use std::time::Duration;
 

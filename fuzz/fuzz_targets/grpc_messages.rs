@@ -1,15 +1,16 @@
-//! prost decoding of every request message writ's gRPC services accept (the CA API, the
-//! admin API and the SPIFFE Workload API), over arbitrary bytes.
+//! prost decoding of every request message writ's gRPC services accept (the CA API, Istio's
+//! CA API, the admin API and the SPIFFE Workload API), over arbitrary bytes.
 //!
 //! Invariants: never panics; a decoded message re-encodes to bytes that decode to an
 //! equal message and re-encode identically; CSRs carried by `Sign` and `Mint` go through
-//! the same strict `Csr::parse` the server applies.
+//! the same strict `Csr::parse` the server applies (Istio's PEM string too).
 #![no_main]
 
 use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use writ_proto::istio::v1::auth::IstioCertificateRequest;
 use writ_proto::{admin, v1, workload};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = writ_ca::Csr::parse(&m.csr);
     }
     round_trip::<v1::GetBundleRequest>(data);
+    if let Some(m) = round_trip::<IstioCertificateRequest>(data) {
+        let _ = writ_ca::Csr::parse(m.csr.as_bytes());
+    }
 
     if let Some(m) = round_trip::<admin::MintRequest>(data) {
         let _ = writ_ca::Csr::parse(&m.csr);

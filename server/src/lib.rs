@@ -64,6 +64,7 @@ pub struct Running {
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
     // Everything the server creates (database files, sockets) is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    raise_fd_limit();
     // jsonwebtoken needs a process-wide crypto provider before any token is touched.
     writ_bootstrap::install_crypto_provider();
     prepare_data_dir(&settings.data_dir)?;
@@ -146,6 +147,19 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         created,
         done,
     })
+}
+
+/// Every agent holds a connection (and a bundle watch): lift the soft open-files limit to
+/// the hard one, as Go servers do by default, so the default 1024 does not cap the fleet.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+        }
+    }
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), Error> {

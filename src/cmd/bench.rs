@@ -2,12 +2,15 @@
 
 use clap::{Args as ClapArgs, ValueEnum};
 use writ_agent::files::Identity;
+use writ_bench::watch::WatchOptions;
 use writ_bench::{BenchOptions, Mode, Report};
 use writ_ca::{KeyType, PrivateKey, SpiffeId, Ttl, build_csr};
-use writ_proto::admin::{CreateTokenRequest, MintRequest, StatusRequest};
+use writ_proto::admin::{CreateTokenRequest, MintRequest, RootPrepareRequest, StatusRequest};
 
 use crate::admin_client::{AdminTarget, status};
 use crate::output::{self, Format};
+
+type Admin = writ_proto::admin::admin_client::AdminClient<tonic::transport::Channel>;
 
 /// `writ bench` flags.
 #[derive(ClapArgs)]
@@ -16,7 +19,9 @@ pub struct Args {
     #[arg(long, env = "WRIT_SERVER")]
     server: String,
     /// renew: long-lived connections; handshake: a new mTLS connection per renewal;
-    /// bootstrap: mint tokens first, then exchange them.
+    /// bootstrap: mint tokens first, then exchange them; watch: hold --watchers
+    /// bundle-watch streams, then `root prepare` and time its arrival (changes the CA's
+    /// root rotation state: use a test server).
     #[arg(long, value_enum, default_value_t = ModeArg::Renew)]
     mode: ModeArg,
     /// Long-lived connections (renew mode).
@@ -31,6 +36,9 @@ pub struct Args {
     /// Key type of the CSRs.
     #[arg(long, default_value = "ec-p256")]
     key_type: KeyType,
+    /// Bundle-watch streams to hold (watch mode), each on its own connection.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
     /// Tokens to mint for bootstrap mode.
     #[arg(long, default_value_t = 2000)]
     tokens: usize,
@@ -49,6 +57,7 @@ enum ModeArg {
     Renew,
     Handshake,
     Bootstrap,
+    Watch,
 }
 
 /// Runs the benchmark.
@@ -65,6 +74,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         ModeArg::Renew => Mode::Renew,
         ModeArg::Handshake => Mode::Handshake,
         ModeArg::Bootstrap => Mode::Bootstrap,
+        ModeArg::Watch => {
+            let identity = bench_identity(&mut admin, &st.trust_domain).await?;
+            return watch(a, identity, server_pid, admin).await;
+        }
     };
     let mut identity = None;
     let mut tokens = Vec::new();
@@ -83,23 +96,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             tokens.push(t.token);
         }
     } else {
-        let id = SpiffeId::parse(&format!("spiffe://{}/bench/client", st.trust_domain))?;
-        let key = PrivateKey::generate(KeyType::EcP256)?;
-        let resp = admin
-            .mint(MintRequest {
-                spiffe_id: id.to_string(),
-                csr: build_csr(&key, &id, &[])?,
-                ttl_seconds: 3600,
-                dns_names: Vec::new(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        identity = Some(Identity::new(
-            resp.chain,
-            key,
-            resp.bundle.map(|b| b.roots).unwrap_or_default(),
-        )?);
+        identity = Some(bench_identity(&mut admin, &st.trust_domain).await?);
     }
     let report = writ_bench::run(BenchOptions {
         server: a.server,
@@ -118,6 +115,82 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     match a.output {
         Format::Json => output::json(&report)?,
         Format::Text => print_text(&report),
+    }
+    Ok(())
+}
+
+/// A client identity minted through the admin socket.
+async fn bench_identity(admin: &mut Admin, trust_domain: &str) -> anyhow::Result<Identity> {
+    let id = SpiffeId::parse(&format!("spiffe://{trust_domain}/bench/client"))?;
+    let key = PrivateKey::generate(KeyType::EcP256)?;
+    let resp = admin
+        .mint(MintRequest {
+            spiffe_id: id.to_string(),
+            csr: build_csr(&key, &id, &[])?,
+            ttl_seconds: 3600,
+            dns_names: Vec::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    Ok(Identity::new(
+        resp.chain,
+        key,
+        resp.bundle.map(|b| b.roots).unwrap_or_default(),
+    )?)
+}
+
+async fn watch(
+    a: Args,
+    identity: Identity,
+    server_pid: Option<u32>,
+    mut admin: Admin,
+) -> anyhow::Result<()> {
+    let report = writ_bench::watch::run(
+        WatchOptions {
+            server: a.server,
+            watchers: a.watchers,
+            identity,
+            server_pid,
+            timeout: std::time::Duration::from_secs(30),
+            progress: a.output == Format::Text,
+        },
+        || async move {
+            admin
+                .root_prepare(RootPrepareRequest {
+                    key_type: String::new(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| writ_bench::Error::Options(format!("root prepare: {}", s.message())))
+        },
+    )
+    .await?;
+    match a.output {
+        Format::Json => output::json(&report)?,
+        Format::Text => {
+            let mib = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} MiB"));
+            println!(
+                "watch: {} of {} streams open in {:.1}s",
+                report.connected, report.watchers, report.connect_seconds
+            );
+            println!(
+                "  server memory:  {} before, {} with the streams ({} KiB per stream)",
+                mib(report.server_rss_before_mib),
+                mib(report.server_rss_with_watchers_mib),
+                report
+                    .server_kib_per_watcher
+                    .map_or("?".into(), |k| format!("{k:.1}"))
+            );
+            println!(
+                "  root prepare reached {} ({} within 2 s): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                report.reached,
+                report.reached_within_2s,
+                report.propagation_p50_ms,
+                report.propagation_p99_ms,
+                report.propagation_max_ms
+            );
+        }
     }
     Ok(())
 }
