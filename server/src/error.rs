@@ -55,7 +55,7 @@ pub(crate) fn ca_status(e: writ_ca::Error) -> Status {
         | E::UnsupportedKey(_)
         | E::CsrRejected(_)
         | E::TtlTooLong { .. } => Status::invalid_argument(e.to_string()),
-        E::IdentityMismatch { .. } | E::DnsNotAllowed(_) => {
+        E::IdentityMismatch { .. } | E::DnsNotAllowed(_) | E::IdentityDenied { .. } => {
             Status::permission_denied(e.to_string())
         }
         E::BadCertificate(_) => Status::unauthenticated(e.to_string()),

@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 pub mod check;
 mod config;
 mod convert;
 mod error;
+mod identity;
 mod peers;
 mod renewal;
 mod rotation;

@@ -105,7 +105,8 @@ impl Shared {
         };
         let template = Csr::parse(csr)
             .and_then(|csr| {
-                self.authority.policy().evaluate(
+                // Refuses a denied identity before the token is spent.
+                self.authority.evaluate(
                     &csr,
                     &caller,
                     ttl,
