@@ -127,10 +127,16 @@ impl SledStore {
             .path(path)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Storage(format!(
+                // sled reports the held lock as an `Other` error wrapping the WouldBlock.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    Error::Storage(format!(
                     "{} is locked by another process: is another `writ server` running on this data dir?",
                     path.display()
-                )),
+                    ))
+                }
                 other => Error::Storage(format!("opening {}: {other}", path.display())),
             })?;
         let audit_head = std::sync::Mutex::new(audit_head(&db.open_tree(AUDIT)?)?);
