@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub token_retention: Option<Ttl>,
     /// How long a prepared root is published before it may be activated.
     pub root_propagation: Option<Ttl>,
+    /// Request size, stream, time and failed-authentication limits (`[limits]`).
+    pub limits: Option<crate::limits::LimitsConfig>,
 }
 
 impl ServerConfig {
@@ -83,7 +85,8 @@ impl ServerConfig {
             token_ttl,
             token_max_ttl,
             token_retention,
-            root_propagation
+            root_propagation,
+            limits
         )
     }
 
@@ -156,6 +159,7 @@ impl ServerConfig {
             token_retention: self
                 .token_retention
                 .unwrap_or(Ttl::from_secs(7 * 24 * 3600)),
+            limits: self.limits.unwrap_or_default().resolve()?,
             data_dir,
             ca,
         })
@@ -183,6 +187,8 @@ pub struct Settings {
     pub token_retention: Ttl,
     /// The CA's settings.
     pub ca: CaSettings,
+    /// Abuse limits.
+    pub limits: crate::limits::Limits,
 }
 
 /// `$XDG_STATE_HOME/writ`, else `~/.local/state/writ`: a per-user default, so the server
@@ -216,6 +222,13 @@ mod tests {
         assert!(ServerConfig::parse("lisen = \"x\"").is_err());
         assert!(ServerConfig::parse("max_ttl = \"forever\"").is_err());
         assert!(ServerConfig::parse("ca_key_type = \"rsa-1024\"").is_err());
+        let limits =
+            ServerConfig::parse("[limits]\nauth_failures = 3\nauth_failure_window = \"2s\"\n")
+                .unwrap()
+                .limits
+                .unwrap();
+        assert_eq!(limits.auth_failures, Some(3));
+        assert!(ServerConfig::parse("[limits]\nmax_reqest_bytes = 1\n").is_err());
     }
 
     #[test]

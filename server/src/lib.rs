@@ -9,6 +9,7 @@ mod config;
 mod convert;
 mod error;
 mod identity;
+pub mod limits;
 mod peers;
 mod renewal;
 mod rotation;
@@ -105,16 +106,28 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         listen: addr,
         rotation_wake: tokio::sync::Notify::new(),
         peers: Default::default(),
+        auth_limit: limits::AuthLimiter::new(&settings.limits),
     });
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;
-    let admin_server = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(admin::AdminService::new(shared.clone())))
+    let max_request = settings.limits.max_request_bytes;
+    let admin_server = settings
+        .limits
+        .server()
+        .add_service(
+            AdminServer::new(admin::AdminService::new(shared.clone()))
+                .max_decoding_message_size(max_request),
+        )
         .serve_with_incoming_shutdown(admin_incoming, shutdown.clone().cancelled_owned());
 
     let incoming = accept_tls(listener, tls, shutdown.clone());
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(CaServer::new(service::CaService::new(shared.clone())))
+    let grpc_server = settings
+        .limits
+        .server()
+        .add_service(
+            CaServer::new(service::CaService::new(shared.clone()))
+                .max_decoding_message_size(max_request),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));

@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     pub rotation_wake: tokio::sync::Notify,
     /// Client certificates already verified under the current bundle.
     pub peers: crate::peers::PeerCache,
+    /// Failed authentications per address and per bootstrap token: every authentication
+    /// path runs its check through `auth_limit.guard`.
+    pub auth_limit: crate::limits::AuthLimiter,
 }
 
 impl Shared {
