@@ -51,6 +51,12 @@ enum Command {
     Token(cmd::token::Command),
     /// Get a first certificate by redeeming a bootstrap token.
     Bootstrap(cmd::bootstrap::Args),
+    /// Deny or allow identities: nothing is issued for a denied one.
+    #[command(subcommand)]
+    Identity(cmd::identity::Command),
+    /// The hash-chained audit log of issuance and admin actions.
+    #[command(subcommand)]
+    Audit(cmd::audit::Command),
 }
 
 /// The server and the load generator use every core; everything else (the agent above
@@ -115,6 +121,8 @@ fn main() -> ExitCode {
             Command::Config(_) => unreachable!("handled before the runtime starts"),
             Command::Token(c) => cmd::token::run(c).await,
             Command::Bootstrap(a) => cmd::bootstrap::run(a).await,
+            Command::Identity(c) => cmd::identity::run(c).await,
+            Command::Audit(c) => cmd::audit::run(c).await,
         }
     });
     match result {

@@ -187,6 +187,7 @@ pub struct Authority {
     policy: Policy,
     store: Arc<dyn Store>,
     state: RwLock<State>,
+    denied: crate::deny::DenyList,
 }
 
 impl Authority {
@@ -229,12 +230,14 @@ impl Authority {
                 (state, true)
             }
         };
+        let denied = crate::deny::DenyList::load(store.as_ref())?;
         Ok((
             Self {
                 settings,
                 policy,
                 store,
                 state: RwLock::new(state),
+                denied,
             },
             created,
         ))
@@ -265,9 +268,32 @@ impl Authority {
         self.issue_template(&template)
     }
 
+    /// Like [`Policy::evaluate`], and refuses a denied identity
+    /// ([`Error::IdentityDenied`]) before anything is spent: for callers that must decide
+    /// before an irreversible step (consuming a one-time token).
+    pub fn evaluate(
+        &self,
+        csr: &Csr,
+        caller: &Caller,
+        ttl: Option<Duration>,
+        over_max: OverMax,
+        mode: SanMode,
+    ) -> Result<LeafTemplate, Error> {
+        self.denied.check(&caller.id)?;
+        self.policy.evaluate(csr, caller, ttl, over_max, mode)
+    }
+
     /// Signs and records a leaf for an already-decided template (the server's own
     /// certificate; policy-checked requests through [`Authority::issue`]).
+    ///
+    /// Every certificate writ issues passes through here, so this is where the deny list
+    /// is enforced: a new authentication method cannot forget it. The server's own
+    /// certificate ([`AuthMethod::Internal`](crate::AuthMethod::Internal)) is exempt, so a
+    /// deny can never stop the CA from serving.
     pub fn issue_template(&self, template: &LeafTemplate) -> Result<Issuance, Error> {
+        if template.auth != crate::AuthMethod::Internal {
+            self.denied.check(&template.id)?;
+        }
         let state = self.read();
         let generation = state.active()?;
         let issuer = generation
@@ -304,6 +330,38 @@ impl Authority {
             id: template.id.clone(),
             bundle: bundle_of(&state, &self.settings),
         })
+    }
+
+    /// Whether `id` may be issued for: [`Error::IdentityDenied`] when it is denied.
+    pub fn check_allowed(&self, id: &SpiffeId) -> Result<(), Error> {
+        self.denied.check(id)
+    }
+
+    /// Denies `id` durably: from now on nothing is issued for it by any path until
+    /// [`Authority::allow`]. Only identities of this trust domain can be denied.
+    pub fn deny(
+        &self,
+        id: &SpiffeId,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<crate::DeniedIdentity, Error> {
+        if !id.is_member_of(&self.settings.trust_domain) {
+            return Err(Error::InvalidId(format!(
+                "{id} is not in trust domain {}; this CA issues nothing for it anyway",
+                self.settings.trust_domain
+            )));
+        }
+        self.denied.deny(self.store.as_ref(), id, reason, now)
+    }
+
+    /// Lifts a deny; returns whether `id` was denied.
+    pub fn allow(&self, id: &SpiffeId) -> Result<bool, Error> {
+        self.denied.allow(self.store.as_ref(), id)
+    }
+
+    /// Every denied identity, ordered by ID.
+    pub fn denied(&self) -> Vec<crate::DeniedIdentity> {
+        self.denied.list()
     }
 
     /// The policy, for callers that need to evaluate without issuing.

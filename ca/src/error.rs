@@ -65,6 +65,15 @@ pub enum Error {
         /// Maximum seconds.
         max: u64,
     },
+    /// The identity is on the deny list: the CA issues nothing for it, however the caller
+    /// authenticated.
+    #[error(
+        "identity {id} is denied by the CA's administrators: no certificate is issued for it until an administrator runs `writ identity allow {id}`"
+    )]
+    IdentityDenied {
+        /// The denied SPIFFE ID.
+        id: String,
+    },
     /// A certificate presented to the CA failed to parse or verify.
     #[error("certificate rejected: {0}")]
     BadCertificate(String),

@@ -5,9 +5,11 @@
 //! pure, so they are tested without a runtime; the server wraps them with gRPC and timers.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod authority;
 mod bundle;
 mod csr;
+mod deny;
 mod error;
 mod generation;
 mod import;
@@ -23,6 +25,7 @@ pub mod x509;
 pub use authority::{Authority, CaSettings, GenerationSummary, Issuance, NextStep, RotationAction};
 pub use bundle::TrustBundle;
 pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_bare_csr, build_csr};
+pub use deny::DeniedIdentity;
 pub use error::Error;
 pub use generation::{CaCert, Generation, GenerationState, Validity};
 pub use issuer::{Issued, IssuerRef, sign_leaf};

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
 
 /// One issued certificate in the issuance log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,15 +60,37 @@ pub trait Store: Send + Sync {
     fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error>;
     /// Number of records in the log.
     fn issuance_count(&self) -> Result<u64, Error>;
+    /// Appends `event` to the hash-chained audit log, durably, and returns the record.
+    /// [`Store::record_issuance`] audits issuance itself, atomically with the log entry.
+    fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, Error>;
+    /// Calls `f` on every audit record with `seq >= since`, oldest first, until it
+    /// returns `false`. A record that does not parse is passed as `Err(reason)`, so a
+    /// verifier can report it rather than stop.
+    fn for_each_audit(
+        &self,
+        since: u64,
+        f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
+    ) -> Result<(), Error>;
 }
 
 const LOG: &str = "issuance_log";
 const SERIALS: &str = "issuance_serials";
+/// The audit log: big-endian sequence number → JSON [`AuditRecord`].
+const AUDIT: &str = "audit";
 
 /// The embedded default: a sled database in the data directory.
 pub struct SledStore {
     db: sled::Db,
     commit: GroupCommit,
+    /// The audit chain's newest record; held while a record is chained and inserted, so
+    /// sequence order and hash order agree. Never held across a flush.
+    audit_head: std::sync::Mutex<AuditHead>,
+}
+
+/// Where the next audit record goes.
+struct AuditHead {
+    next_seq: u64,
+    prev_hash: String,
 }
 
 /// Group commit: writers that need durability at the same moment share one flush. The
@@ -104,16 +127,30 @@ impl SledStore {
             .path(path)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Storage(format!(
+                // sled reports the held lock as an `Other` error wrapping the WouldBlock.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    Error::Storage(format!(
                     "{} is locked by another process: is another `writ server` running on this data dir?",
                     path.display()
-                )),
+                    ))
+                }
                 other => Error::Storage(format!("opening {}: {other}", path.display())),
             })?;
+        let audit_head = std::sync::Mutex::new(audit_head(&db.open_tree(AUDIT)?)?);
         Ok(Self {
             db,
             commit: GroupCommit::default(),
+            audit_head,
         })
+    }
+
+    fn lock_head(&self) -> std::sync::MutexGuard<'_, AuditHead> {
+        // The head is replaced as a whole after a successful insert; a panic elsewhere
+        // cannot leave it half-written.
+        self.audit_head.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, Error> {
@@ -190,21 +227,37 @@ impl Store for SledStore {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError as Abort;
         let value = serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))?;
-        let (log, serials) = (self.tree(LOG)?, self.tree(SERIALS)?);
+        let (log, serials, audit) = (self.tree(LOG)?, self.tree(SERIALS)?, self.tree(AUDIT)?);
         let id = self.db.generate_id()?.to_be_bytes();
-        (&log, &serials)
-            .transaction(|(log, serials)| {
+        let mut event = AuditEvent::new(AuditAction::Issue, record.auth.clone());
+        event.spiffe_id = Some(record.spiffe_id.clone());
+        event.serial = Some(record.serial.clone());
+        event.not_after = Some(record.not_after);
+        event.detail = Some(format!("generation {}", record.generation));
+        // The log entry, its serial and its audit record commit together, in memory; the
+        // one flush below (shared with concurrent writers) makes all three durable.
+        let mut head = self.lock_head();
+        let audited = AuditRecord::chain(head.next_seq, now_unix(), event, &head.prev_hash);
+        let audit_value = encode_audit(&audited)?;
+        (&log, &serials, &audit)
+            .transaction(|(log, serials, audit)| {
                 if serials.get(record.serial.as_bytes())?.is_some() {
                     return Err(Abort::Abort(()));
                 }
                 serials.insert(record.serial.as_bytes(), &id[..])?;
                 log.insert(&id[..], value.as_slice())?;
+                audit.insert(&audited.seq.to_be_bytes()[..], audit_value.as_slice())?;
                 Ok(())
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(()) => Error::SerialReused,
                 sled::transaction::TransactionError::Storage(e) => Error::from(e),
             })?;
+        *head = AuditHead {
+            next_seq: audited.seq + 1,
+            prev_hash: audited.hash,
+        };
+        drop(head);
         self.durable()
     }
 
@@ -233,6 +286,68 @@ impl Store for SledStore {
     fn issuance_count(&self) -> Result<u64, Error> {
         Ok(self.tree(LOG)?.len() as u64)
     }
+
+    fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, Error> {
+        let audit = self.tree(AUDIT)?;
+        let mut head = self.lock_head();
+        let record = AuditRecord::chain(head.next_seq, now_unix(), event.clone(), &head.prev_hash);
+        audit.insert(record.seq.to_be_bytes(), encode_audit(&record)?)?;
+        *head = AuditHead {
+            next_seq: record.seq + 1,
+            prev_hash: record.hash.clone(),
+        };
+        drop(head);
+        self.durable()?;
+        Ok(record)
+    }
+
+    fn for_each_audit(
+        &self,
+        since: u64,
+        f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
+    ) -> Result<(), Error> {
+        for r in self.tree(AUDIT)?.range(since.to_be_bytes()..) {
+            let (_, v) = r?;
+            if !f(serde_json::from_slice(&v).map_err(|e| e.to_string())) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The head of an existing audit log, or the genesis of an empty one. A newest record that
+/// does not parse stops the store from opening: appending after it would hide the damage.
+fn audit_head(tree: &sled::Tree) -> Result<AuditHead, Error> {
+    match tree.last()? {
+        None => Ok(AuditHead {
+            next_seq: 1,
+            prev_hash: GENESIS.to_owned(),
+        }),
+        Some((_, v)) => {
+            let last: AuditRecord = serde_json::from_slice(&v).map_err(|e| {
+                Error::Corrupt(format!(
+                    "the newest audit record is unreadable ({e}); run `writ audit verify --data-dir` on a copy to find the damage"
+                ))
+            })?;
+            Ok(AuditHead {
+                next_seq: last.seq + 1,
+                prev_hash: last.hash,
+            })
+        }
+    }
+}
+
+fn encode_audit(record: &AuditRecord) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))
+}
+
+/// The store stamps audit records with the time they are written.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -297,6 +412,36 @@ mod tests {
         drop(s);
         let reopened = SledStore::open(&dir.path().join("db")).unwrap();
         assert_eq!(reopened.issuance_count().unwrap(), 800);
+        // Every issuance is audited once, in one unbroken chain, and appending after a
+        // reopen continues it.
+        reopened
+            .append_audit(&AuditEvent::new(AuditAction::IdentityDeny, "uid:0"))
+            .unwrap();
+        let mut records = Vec::new();
+        reopened
+            .for_each_audit(0, &mut |r| {
+                records.push(r);
+                true
+            })
+            .unwrap();
+        let head = crate::audit::verify(records).unwrap();
+        assert_eq!((head.records, head.seq), (801, 801));
+    }
+
+    #[test]
+    fn a_refused_serial_consumes_no_audit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        s.record_issuance(&rec("01")).unwrap();
+        assert!(s.record_issuance(&rec("01")).is_err());
+        s.record_issuance(&rec("02")).unwrap();
+        let mut seqs = Vec::new();
+        s.for_each_audit(2, &mut |r| {
+            seqs.push(r.unwrap().seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(seqs, [2]);
     }
 
     #[test]

@@ -292,3 +292,63 @@ fn unix(t: SystemTime) -> u64 {
         .expect("after 1970")
         .as_secs()
 }
+
+/// A denied identity gets nothing through any path (policy-checked issue, a decided
+/// template, the pre-spend `evaluate`), other identities and the CA's own certificate are
+/// unaffected, the deny survives a restart, and `allow` lifts it.
+#[test]
+fn a_denied_identity_is_refused_on_every_path_until_allowed() {
+    let mut ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let csr_der = build_csr(&key, &support::id(), &[]).expect("CSR");
+    let caller = support::caller();
+    let denied = ca
+        .ca()
+        .deny(&support::id(), "key leaked", SystemTime::now())
+        .expect("deny");
+    assert_eq!(denied.reason, "key leaked");
+    assert!(!ca.reopen());
+    assert_eq!(ca.ca().denied().len(), 1, "the deny survives a restart");
+
+    let refused = ca
+        .ca()
+        .issue(&csr_der, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .unwrap_err();
+    assert!(matches!(&refused, Error::IdentityDenied { id } if id == ID));
+    assert!(refused.to_string().contains("writ identity allow"));
+    let csr = writ_ca::Csr::parse(&csr_der).expect("parse");
+    assert!(matches!(
+        ca.ca()
+            .evaluate(&csr, &caller, None, OverMax::Clamp, SanMode::Exact),
+        Err(Error::IdentityDenied { .. })
+    ));
+    // A template decided elsewhere (a new authentication path) is refused too.
+    let template = ca
+        .ca()
+        .policy()
+        .evaluate(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .expect("the policy alone knows nothing of denies");
+    assert!(matches!(
+        ca.ca().issue_template(&template),
+        Err(Error::IdentityDenied { .. })
+    ));
+    let mut internal = template.clone();
+    internal.auth = writ_ca::AuthMethod::Internal;
+    ca.ca()
+        .issue_template(&internal)
+        .expect("the CA's own certificate is exempt");
+
+    let other = writ_ca::SpiffeId::parse("spiffe://example.org/other").expect("id");
+    ca.ca().check_allowed(&other).expect("others unaffected");
+    let foreign = writ_ca::SpiffeId::parse("spiffe://elsewhere.org/x").expect("id");
+    assert!(matches!(
+        ca.ca().deny(&foreign, "", SystemTime::now()),
+        Err(Error::InvalidId(_))
+    ));
+
+    assert!(ca.ca().allow(&support::id()).expect("allow"));
+    assert!(!ca.ca().allow(&support::id()).expect("allow twice"));
+    support::issue(ca.ca(), &key, HOUR);
+    assert!(!ca.reopen());
+    assert!(ca.ca().denied().is_empty(), "the allow survives a restart");
+}

@@ -33,6 +33,14 @@ fuzz_target!(|data: &[u8]| {
     }
     round_trip::<admin::ListTokensRequest>(data);
     round_trip::<admin::RevokeTokenRequest>(data);
+    if let Some(m) = round_trip::<admin::IdentityDenyRequest>(data) {
+        let _ = writ_ca::SpiffeId::parse(&m.spiffe_id);
+    }
+    if let Some(m) = round_trip::<admin::IdentityAllowRequest>(data) {
+        let _ = writ_ca::SpiffeId::parse(&m.spiffe_id);
+    }
+    round_trip::<admin::IdentityListRequest>(data);
+    round_trip::<admin::AuditListRequest>(data);
 
     round_trip::<workload::X509svidRequest>(data);
     round_trip::<workload::X509BundlesRequest>(data);

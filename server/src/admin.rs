@@ -12,11 +12,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use writ_bootstrap::Jti;
+use writ_ca::audit::AuditAction;
 use writ_ca::{AuthMethod, Caller, OverMax, SanMode, SpiffeId, Ttl};
 use writ_proto::admin::{self, admin_server::Admin};
 use writ_proto::v1;
 
 use crate::Error;
+use crate::audit::{self, actor};
 use crate::convert;
 use crate::error::{bootstrap_status, ca_status};
 use crate::state::Shared;
@@ -108,8 +110,14 @@ impl Admin for AdminService {
         &self,
         req: Request<admin::CreateTokenRequest>,
     ) -> Result<Response<admin::CreateTokenResponse>, Status> {
+        let who = actor(&req);
         let r = req.into_inner();
         let id = SpiffeId::parse(&r.spiffe_id).map_err(ca_status)?;
+        // A token for a denied identity could never be redeemed; say so now.
+        self.shared
+            .authority
+            .check_allowed(&id)
+            .map_err(ca_status)?;
         let ttl = (r.ttl_seconds > 0).then(|| Ttl::from_secs(r.ttl_seconds));
         // The machine pins this root; a token for any other CA would be refused by it.
         let fingerprint = self
@@ -124,6 +132,16 @@ impl Admin for AdminService {
         .await
         .map_err(|_| Status::internal("token minting task failed"))?
         .map_err(bootstrap_status)?;
+        audit::record(
+            &self.shared,
+            audit::event(
+                AuditAction::TokenCreate,
+                &who,
+                Some(minted.spiffe_id.to_string()),
+                Some(format!("jti {}", minted.jti)),
+            ),
+        )
+        .await?;
         Ok(Response::new(admin::CreateTokenResponse {
             token: minted.token.expose().to_owned(),
             jti: minted.jti.to_string(),
@@ -151,12 +169,19 @@ impl Admin for AdminService {
         &self,
         req: Request<admin::RevokeTokenRequest>,
     ) -> Result<Response<admin::RevokeTokenResponse>, Status> {
+        let who = actor(&req);
         let jti = Jti::parse(&req.into_inner().jti).map_err(bootstrap_status)?;
         let bootstrap = self.shared.bootstrap.clone();
+        let detail = format!("jti {jti}");
         tokio::task::spawn_blocking(move || bootstrap.revoke(&jti, SystemTime::now()))
             .await
             .map_err(|_| Status::internal("token revocation task failed"))?
             .map_err(bootstrap_status)?;
+        audit::record(
+            &self.shared,
+            audit::event(AuditAction::TokenRevoke, &who, None, Some(detail)),
+        )
+        .await?;
         Ok(Response::new(admin::RevokeTokenResponse {}))
     }
 
@@ -171,42 +196,112 @@ impl Admin for AdminService {
         &self,
         req: Request<admin::RootPrepareRequest>,
     ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        let who = actor(&req);
         let key_type = key_type(&req.into_inner().key_type)?;
         crate::rotation::prepare(&self.shared, key_type).await?;
-        Ok(Response::new(crate::rotation::status(&self.shared)?))
+        self.root_audited(AuditAction::RootPrepare, &who, false)
+            .await
     }
 
     async fn root_activate(
         &self,
         req: Request<admin::RootStepRequest>,
     ) -> Result<Response<admin::RootStatusResponse>, Status> {
-        crate::rotation::activate(&self.shared, req.into_inner().force).await?;
-        Ok(Response::new(crate::rotation::status(&self.shared)?))
+        let (who, force) = (actor(&req), req.get_ref().force);
+        crate::rotation::activate(&self.shared, force).await?;
+        self.root_audited(AuditAction::RootActivate, &who, force)
+            .await
     }
 
     async fn root_retire(
         &self,
         req: Request<admin::RootStepRequest>,
     ) -> Result<Response<admin::RootStatusResponse>, Status> {
-        crate::rotation::retire(&self.shared, req.into_inner().force).await?;
-        Ok(Response::new(crate::rotation::status(&self.shared)?))
+        let (who, force) = (actor(&req), req.get_ref().force);
+        crate::rotation::retire(&self.shared, force).await?;
+        self.root_audited(AuditAction::RootRetire, &who, force)
+            .await
     }
 
     async fn root_rotate(
         &self,
         req: Request<admin::RootPrepareRequest>,
     ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        let who = actor(&req);
         let key_type = key_type(&req.into_inner().key_type)?;
         crate::rotation::rotate(&self.shared, key_type).await?;
-        Ok(Response::new(crate::rotation::status(&self.shared)?))
+        self.root_audited(AuditAction::RootRotate, &who, false)
+            .await
     }
 
     async fn root_import(
         &self,
         req: Request<admin::RootImportRequest>,
     ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        let who = actor(&req);
         crate::rotation::import(&self.shared, req.into_inner()).await?;
-        Ok(Response::new(crate::rotation::status(&self.shared)?))
+        self.root_audited(AuditAction::RootImport, &who, false)
+            .await
+    }
+
+    async fn identity_deny(
+        &self,
+        req: Request<admin::IdentityDenyRequest>,
+    ) -> Result<Response<admin::DeniedIdentity>, Status> {
+        let who = actor(&req);
+        crate::identity::deny(&self.shared, &who, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn identity_allow(
+        &self,
+        req: Request<admin::IdentityAllowRequest>,
+    ) -> Result<Response<admin::IdentityAllowResponse>, Status> {
+        let who = actor(&req);
+        crate::identity::allow(&self.shared, &who, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn identity_list(
+        &self,
+        _req: Request<admin::IdentityListRequest>,
+    ) -> Result<Response<admin::IdentityListResponse>, Status> {
+        Ok(Response::new(crate::identity::list(&self.shared)))
+    }
+
+    async fn audit_list(
+        &self,
+        req: Request<admin::AuditListRequest>,
+    ) -> Result<Response<admin::AuditListResponse>, Status> {
+        audit::list(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+impl AdminService {
+    /// Audits a root step that succeeded (naming the generations it left) and returns
+    /// the rotation status.
+    async fn root_audited(
+        &self,
+        action: AuditAction,
+        who: &str,
+        force: bool,
+    ) -> Result<Response<admin::RootStatusResponse>, Status> {
+        let status = crate::rotation::status(&self.shared)?;
+        audit::record(
+            &self.shared,
+            audit::event(
+                action,
+                who,
+                None,
+                Some(crate::rotation::summary(&status, force)),
+            ),
+        )
+        .await?;
+        Ok(Response::new(status))
     }
 }
 

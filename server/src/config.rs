@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub trust_domain_aliases: Option<Vec<TrustDomain>>,
     /// Trusted platform-JWT issuers (Kubernetes, OIDC).
     pub jwt_issuers: Option<Vec<JwtIssuerConfig>>,
+    /// Request size, stream, time and failed-authentication limits (`[limits]`).
+    pub limits: Option<crate::limits::LimitsConfig>,
 }
 
 /// One `[[jwt_issuers]]` table.
@@ -171,7 +173,8 @@ impl ServerConfig {
             token_retention,
             root_propagation,
             trust_domain_aliases,
-            jwt_issuers
+            jwt_issuers,
+            limits
         )
     }
 
@@ -270,6 +273,7 @@ impl ServerConfig {
                 .token_retention
                 .unwrap_or(Ttl::from_secs(7 * 24 * 3600)),
             jwt_issuers,
+            limits: self.limits.unwrap_or_default().resolve()?,
             data_dir,
             ca,
         })
@@ -299,6 +303,8 @@ pub struct Settings {
     pub jwt_issuers: Vec<JwtIssuerSettings>,
     /// The CA's settings.
     pub ca: CaSettings,
+    /// Abuse limits.
+    pub limits: crate::limits::Limits,
 }
 
 /// `$XDG_STATE_HOME/writ`, else `~/.local/state/writ`: a per-user default, so the server
@@ -332,6 +338,13 @@ mod tests {
         assert!(ServerConfig::parse("lisen = \"x\"").is_err());
         assert!(ServerConfig::parse("max_ttl = \"forever\"").is_err());
         assert!(ServerConfig::parse("ca_key_type = \"rsa-1024\"").is_err());
+        let limits =
+            ServerConfig::parse("[limits]\nauth_failures = 3\nauth_failure_window = \"2s\"\n")
+                .unwrap()
+                .limits
+                .unwrap();
+        assert_eq!(limits.auth_failures, Some(3));
+        assert!(ServerConfig::parse("[limits]\nmax_reqest_bytes = 1\n").is_err());
     }
 
     #[test]

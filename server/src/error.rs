@@ -55,9 +55,10 @@ pub(crate) fn ca_status(e: writ_ca::Error) -> Status {
         | E::UnsupportedKey(_)
         | E::CsrRejected(_)
         | E::TtlTooLong { .. } => Status::invalid_argument(e.to_string()),
-        E::IdentityMismatch { .. } | E::DnsNotAllowed(_) | E::ForeignTrustDomain { .. } => {
-            Status::permission_denied(e.to_string())
-        }
+        E::IdentityMismatch { .. }
+        | E::DnsNotAllowed(_)
+        | E::ForeignTrustDomain { .. }
+        | E::IdentityDenied { .. } => Status::permission_denied(e.to_string()),
         E::BadCertificate(_) => Status::unauthenticated(e.to_string()),
         E::Rotation(_) | E::TooEarly { .. } | E::LiveLeaves { .. } | E::NotRenewable { .. } => {
             Status::failed_precondition(e.to_string())

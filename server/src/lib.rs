@@ -3,11 +3,14 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 pub mod check;
 mod config;
 mod convert;
 mod error;
+mod identity;
 mod istio;
+pub mod limits;
 mod peers;
 mod platform;
 mod renewal;
@@ -111,19 +114,32 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         rotation_wake: tokio::sync::Notify::new(),
         peers: Default::default(),
         platform,
+        auth_limit: limits::AuthLimiter::new(&settings.limits),
     });
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;
-    let admin_server = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(admin::AdminService::new(shared.clone())))
+    let max_request = settings.limits.max_request_bytes;
+    let admin_server = settings
+        .limits
+        .server()
+        .add_service(
+            AdminServer::new(admin::AdminService::new(shared.clone()))
+                .max_decoding_message_size(max_request),
+        )
         .serve_with_incoming_shutdown(admin_incoming, shutdown.clone().cancelled_owned());
 
     let incoming = accept_tls(listener, tls, shutdown.clone());
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(CaServer::new(service::CaService::new(shared.clone())))
-        .add_service(IstioCertificateServiceServer::new(
-            istio::IstioService::new(shared.clone()),
-        ))
+    let grpc_server = settings
+        .limits
+        .server()
+        .add_service(
+            CaServer::new(service::CaService::new(shared.clone()))
+                .max_decoding_message_size(max_request),
+        )
+        .add_service(
+            IstioCertificateServiceServer::new(istio::IstioService::new(shared.clone()))
+                .max_decoding_message_size(max_request),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));

@@ -68,6 +68,14 @@ impl PeerCache {
     }
 }
 
+impl PeerCache {
+    /// Drops every entry proving `id` (after it is denied).
+    pub(crate) fn forget(&self, id: &SpiffeId) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, v| &v.id != id);
+    }
+}
+
 fn digest(leaf: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, leaf);
     let mut out = [0u8; 32];
@@ -102,5 +110,7 @@ mod tests {
             "expired"
         );
         assert!(c.get(b"other", 7, now).is_none());
+        c.forget(&id);
+        assert!(c.get(b"leaf", 7, now).is_none(), "forgotten after a deny");
     }
 }

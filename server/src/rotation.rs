@@ -54,6 +54,20 @@ pub(crate) fn status(shared: &Shared) -> Result<admin::RootStatusResponse, Statu
     })
 }
 
+/// A one-line account of the generations for the audit log: `G1 retired, G2 active`.
+pub(crate) fn summary(status: &admin::RootStatusResponse, force: bool) -> String {
+    let mut s = status
+        .generations
+        .iter()
+        .map(|g| format!("G{} {}", g.id, g.state))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if force {
+        s.push_str(" (forced)");
+    }
+    s
+}
+
 /// A generation state's name.
 pub(crate) fn state_name(s: GenerationState) -> &'static str {
     match s {
@@ -155,10 +169,28 @@ pub(crate) async fn drive(shared: Arc<Shared>, shutdown: CancellationToken) {
                         .duration_since(SystemTime::now())
                         .unwrap_or(Duration::ZERO);
                     if until.is_zero() {
-                        let result = match step.action {
-                            RotationAction::Activate => activate(&shared, false).await,
-                            RotationAction::Retire => retire(&shared, false).await,
+                        let (result, audited) = match step.action {
+                            RotationAction::Activate => (
+                                activate(&shared, false).await,
+                                writ_ca::audit::AuditAction::RootActivate,
+                            ),
+                            RotationAction::Retire => (
+                                retire(&shared, false).await,
+                                writ_ca::audit::AuditAction::RootRetire,
+                            ),
                         };
+                        if result.is_ok()
+                            && let Ok(s) = status(&shared)
+                        {
+                            let event = crate::audit::event(
+                                audited,
+                                "server (root rotate)",
+                                None,
+                                Some(summary(&s, false)),
+                            );
+                            // Logged inside on failure; the step itself has been taken.
+                            let _ = crate::audit::record(&shared, event).await;
+                        }
                         match result {
                             Ok(()) if step.action == RotationAction::Retire => {
                                 let store = shared.authority.store().clone();

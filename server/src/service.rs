@@ -142,8 +142,8 @@ impl Shared {
         };
         let template = Csr::parse(csr)
             .and_then(|csr| {
+                // Refuses a denied identity before the token is spent.
                 self.authority
-                    .policy()
                     .evaluate(&csr, &caller, ttl, over_max, mode)
             })
             .map_err(|e| {
@@ -197,7 +197,9 @@ impl Ca for CaService {
         &self,
         req: Request<v1::SignRequest>,
     ) -> Result<Response<v1::SignResponse>, Status> {
-        let credential = self.shared.authenticate(&req)?;
+        let peer = crate::limits::peer_ip(&req);
+        let credential =
+            (self.shared.auth_limit).guard(peer, None, || self.shared.authenticate(&req))?;
         let r = req.into_inner();
         let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
         let caller = match credential {
@@ -206,8 +208,14 @@ impl Ca for CaService {
                 let shared = self.shared.clone();
                 // Verifying reads the store and consuming waits for an fsync: keep both
                 // off the async workers.
+                // Read without verifying (no crypto) only to count failures per token.
+                let jti = writ_bootstrap::peek_claims(token.expose())
+                    .ok()
+                    .map(|c| c.jti.to_string());
                 let issuance = tokio::task::spawn_blocking(move || {
-                    shared.redeem(&token, &r.csr, ttl, OverMax::Clamp, SanMode::Exact)
+                    (shared.auth_limit).guard(peer, jti.as_deref(), || {
+                        shared.redeem(&token, &r.csr, ttl, OverMax::Clamp, SanMode::Exact)
+                    })
                 })
                 .await
                 .map_err(|_| Status::internal("signing task failed"))??;

@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub peers: crate::peers::PeerCache,
     /// Trusted platform-JWT issuers and their keys.
     pub platform: crate::platform::PlatformAuth,
+    /// Failed authentications per address and per bootstrap token: every authentication
+    /// path runs its check through `auth_limit.guard`.
+    pub auth_limit: crate::limits::AuthLimiter,
 }
 
 impl Shared {

@@ -1,12 +1,14 @@
 //! One module per top-level command.
 
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod bootstrap;
 pub mod bundle;
 pub mod cert;
 pub mod certs;
 pub mod config;
+pub mod identity;
 pub mod renew;
 pub mod root;
 pub mod server;

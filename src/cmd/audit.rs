@@ -1,0 +1,267 @@
+//! `writ audit list|export|verify`: the CA's hash-chained audit log.
+//!
+//! `list` and `export` read it through the admin socket. `verify` checks the chain from
+//! an export file, from a data directory's database directly (the server stopped, or a
+//! copy: sled lets one process open it), or, when the server holds that database,
+//! through its admin socket.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use writ_ca::audit::{AuditRecord, ChainHead, verify};
+use writ_ca::store::{SledStore, Store};
+use writ_proto::admin::AuditListRequest;
+
+use crate::admin_client::{AdminTarget, status};
+use crate::output::{self, Format};
+
+/// Records per admin request when reading the whole log.
+const PAGE: u32 = 5000;
+
+/// Audit log commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// List audit records, oldest first.
+    List(ListArgs),
+    /// Print every record as one JSON line each (the input `verify --file` takes).
+    Export(ExportArgs),
+    /// Check the hash chain: names the first record that was modified, removed or moved.
+    Verify(VerifyArgs),
+}
+
+/// `writ audit list` flags.
+#[derive(Args)]
+pub struct ListArgs {
+    /// The first sequence number to show.
+    #[arg(long, default_value_t = 1)]
+    since: u64,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
+}
+
+/// `writ audit export` flags.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The first sequence number to export (verification needs the whole log, from 1).
+    #[arg(long, default_value_t = 1)]
+    since: u64,
+    #[command(flatten)]
+    target: AdminTarget,
+}
+
+/// `writ audit verify` flags.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// A file written by `writ audit export` (JSON lines).
+    #[arg(long, conflicts_with_all = ["data_dir", "admin_socket"])]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Runs an audit command.
+pub async fn run(c: Command) -> anyhow::Result<()> {
+    match c {
+        Command::List(a) => list(a).await,
+        Command::Export(a) => export(a).await,
+        Command::Verify(a) => verify_cmd(a).await,
+    }
+}
+
+async fn list(a: ListArgs) -> anyhow::Result<()> {
+    let mut admin = a.target.connect().await?;
+    let r = admin
+        .audit_list(AuditListRequest {
+            since: a.since,
+            limit: a.limit,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let records: Vec<AuditRecord> = r
+        .records
+        .iter()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("server sent {l:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    match a.output {
+        Format::Json => output::json(&json!({ "records": records }))?,
+        Format::Text => {
+            for r in &records {
+                let e = &r.event;
+                let mut line = format!(
+                    "{:>6}  {}  {:<14} {}",
+                    r.seq,
+                    output::time(r.time as i64),
+                    e.action.as_str(),
+                    e.actor
+                );
+                for part in [&e.spiffe_id, &e.serial, &e.detail].into_iter().flatten() {
+                    line.push_str("  ");
+                    line.push_str(part);
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let mut admin = a.target.connect().await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut since = a.since;
+    loop {
+        let r = admin
+            .audit_list(AuditListRequest { since, limit: PAGE })
+            .await
+            .map_err(status)?
+            .into_inner();
+        for line in &r.records {
+            writeln!(out, "{line}")?;
+        }
+        if r.records.len() < PAGE as usize {
+            break;
+        }
+        let last: AuditRecord =
+            serde_json::from_str(r.records.last().map_or("", String::as_str))
+                .context("the last record of a page is unreadable; export stops here")?;
+        since = last.seq + 1;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<()> {
+    let (source, result) = if let Some(file) = &a.file {
+        let f = std::fs::File::open(file)
+            .with_context(|| format!("opening the audit export {}", file.display()))?;
+        let lines = std::io::BufReader::new(f).lines();
+        let mut io_error = None;
+        let records = lines.map_while(|l| match l {
+            Ok(l) => Some(serde_json::from_str::<AuditRecord>(&l).map_err(|e| e.to_string())),
+            Err(e) => {
+                io_error = Some(e);
+                None
+            }
+        });
+        let result = verify(records);
+        if let Some(e) = io_error {
+            return Err(e).with_context(|| format!("reading {}", file.display()));
+        }
+        (file.display().to_string(), result)
+    } else {
+        from_data_dir(&a.target).await?
+    };
+    report(&source, result, a.output)
+}
+
+/// Opens the database directly; if the running server holds it, reads through the admin
+/// socket instead.
+async fn from_data_dir(
+    target: &AdminTarget,
+) -> anyhow::Result<(String, Result<ChainHead, writ_ca::audit::ChainBreak>)> {
+    let dir = match (&target.data_dir, &target.admin_socket) {
+        (Some(d), _) => d.clone(),
+        (None, Some(_)) => return Ok(("the admin socket".into(), through_socket(target).await?)),
+        (None, None) => writ_server::default_data_dir()?,
+    };
+    let db = dir.join("db");
+    if !db.exists() {
+        anyhow::bail!(
+            "no CA database at {}: pass the server's --data-dir, or --file with an export",
+            db.display()
+        );
+    }
+    match SledStore::open(&db) {
+        Ok(store) => {
+            let mut records = Vec::new();
+            // Collected first: the store's iterator is a callback, `verify` an iterator.
+            store.for_each_audit(0, &mut |r| {
+                records.push(r);
+                true
+            })?;
+            Ok((db.display().to_string(), verify(records)))
+        }
+        Err(e) if e.to_string().contains("locked by another process") => {
+            eprintln!(
+                "{} is held by the running server; verifying through its admin socket",
+                db.display()
+            );
+            Ok(("the admin socket".into(), through_socket(target).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn through_socket(
+    target: &AdminTarget,
+) -> anyhow::Result<Result<ChainHead, writ_ca::audit::ChainBreak>> {
+    let mut admin = target.connect().await?;
+    let mut records = Vec::new();
+    let mut since = 1;
+    loop {
+        let r = admin
+            .audit_list(AuditListRequest { since, limit: PAGE })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let n = r.records.len();
+        for line in r.records {
+            let parsed = serde_json::from_str::<AuditRecord>(&line).map_err(|e| e.to_string());
+            if let Ok(rec) = &parsed {
+                since = rec.seq + 1;
+            }
+            records.push(parsed);
+        }
+        if n < PAGE as usize {
+            break;
+        }
+    }
+    Ok(verify(records))
+}
+
+fn report(
+    source: &str,
+    result: Result<ChainHead, writ_ca::audit::ChainBreak>,
+    format: Format,
+) -> anyhow::Result<()> {
+    match (result, format) {
+        (Ok(head), Format::Json) => output::json(&json!({
+            "ok": true,
+            "source": source,
+            "records": head.records,
+            "head_seq": head.seq,
+            "head_hash": head.hash,
+        })),
+        (Ok(head), Format::Text) => {
+            println!(
+                "audit log intact: {} records; head {} {} (note it: removing the newest records is only detectable against a head noted earlier)",
+                head.records, head.seq, head.hash
+            );
+            Ok(())
+        }
+        (Err(b), Format::Json) => {
+            output::json(&json!({
+                "ok": false,
+                "source": source,
+                "broken_at": b.seq(),
+                "error": b.to_string(),
+            }))?;
+            anyhow::bail!("audit log chain broken at record {}", b.seq())
+        }
+        (Err(b), Format::Text) => anyhow::bail!("{source}: {b}"),
+    }
+}

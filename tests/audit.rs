@@ -1,0 +1,215 @@
+//! End to end: the hash-chained audit log records issuance and admin actions, `writ audit
+//! verify` passes on an intact log, and names the sequence number where a modified,
+//! removed or reordered record breaks the chain — in an export file and in a copy of the
+//! database.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{Server, assert_success, writ, writ_json};
+use writ_ca::store::{SledStore, Store};
+
+const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `writ audit verify ARGS -o json`, expecting a break: returns `broken_at`.
+fn broken_at(args: &[&str]) -> u64 {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    let out = writ(&all);
+    assert!(!out.status.success(), "tampering not detected: {args:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let seq = v["broken_at"].as_u64().unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("record {seq}")),
+        "{v}"
+    );
+    seq
+}
+
+#[test]
+fn audit_log_records_actions_and_detects_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let out_dir = tmp.path().join("web").display().to_string();
+    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_dir]);
+    let token = server.admin_json(&["token", "create", "--spiffe-id", ID]);
+    let jti = token["jti"].as_str().unwrap();
+    assert_success(
+        &server.admin(&["token", "revoke", jti]),
+        &["token", "revoke"],
+    );
+    server.admin_json(&["identity", "deny", ID, "--reason", "test"]);
+    server.admin_json(&["identity", "allow", ID]);
+    server.admin_json(&["root", "prepare"]);
+    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_dir]);
+
+    let list = server.admin_json(&["audit", "list"]);
+    let records = list["records"].as_array().unwrap();
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "issue", // the server's own certificate
+            "issue",
+            "token_create",
+            "token_revoke",
+            "identity_deny",
+            "identity_allow",
+            "root_prepare",
+            "issue"
+        ]
+    );
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64 + 1);
+    }
+    assert_eq!(records[0]["event"]["actor"], "internal");
+    let minted = &records[1]["event"];
+    assert_eq!(minted["actor"], "admin");
+    assert_eq!(minted["spiffe_id"], ID);
+    assert!(minted["serial"].as_str().unwrap().len() > 10);
+    assert!(minted["not_after"].as_u64().unwrap() > 0);
+    assert!(
+        records[2]["event"]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("uid:"),
+        "{}",
+        records[2]
+    );
+    assert!(
+        records[3]["event"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(jti)
+    );
+    let since = server.admin_json(&["audit", "list", "--since", "7"]);
+    assert_eq!(since["records"].as_array().unwrap().len(), 2);
+
+    // While the server runs it holds the database: verify goes through its socket.
+    let data_s = data.display().to_string();
+    let live = writ_json(&["audit", "verify", "--data-dir", &data_s]);
+    assert_eq!(live["ok"], true);
+    assert_eq!(live["head_seq"], 8);
+
+    // Export, then tamper with copies of the file.
+    let out = server.admin(&["audit", "export"]);
+    assert_success(&out, &["audit", "export"]);
+    let export = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.len(), 8);
+    let write = |name: &str, lines: &[String]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p.display().to_string()
+    };
+    let owned: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let intact = write("intact.jsonl", &owned);
+    let ok = writ_json(&["audit", "verify", "--file", &intact]);
+    assert_eq!(ok["head_seq"], 8);
+    assert_eq!(ok["head_hash"], live["head_hash"]);
+
+    let mut modified = owned.clone();
+    modified[4] = modified[4].replace("\"test\"", "\"nothing to see\"");
+    assert_ne!(modified[4], owned[4]);
+    assert_eq!(
+        broken_at(&["--file", &write("modified.jsonl", &modified)]),
+        5
+    );
+
+    let mut removed = owned.clone();
+    removed.remove(3);
+    assert_eq!(broken_at(&["--file", &write("removed.jsonl", &removed)]), 4);
+
+    let mut reordered = owned.clone();
+    reordered.swap(5, 6);
+    assert_eq!(
+        broken_at(&["--file", &write("reordered.jsonl", &reordered)]),
+        6
+    );
+
+    // Text output names the record too.
+    let out = writ(&["audit", "verify", "--file", &write("m2.jsonl", &modified)]);
+    assert!(
+        stderr(&out).contains("record 5 was modified"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Offline: stop the server, tamper with copies of the database itself.
+    server.stop();
+    let offline = writ_json(&["audit", "verify", "--data-dir", &data_s]);
+    assert_eq!(offline["head_hash"], live["head_hash"]);
+    let tamper = |name: &str, f: &dyn Fn(&SledStore)| {
+        let copy = tmp.path().join(name);
+        copy_dir(&data, &copy);
+        {
+            let store = SledStore::open(&copy.join("db")).unwrap();
+            f(&store);
+        }
+        broken_at(&["--data-dir", &copy.display().to_string()])
+    };
+    let key = |seq: u64| seq.to_be_bytes();
+    let value = |s: &SledStore, seq: u64| s.get("audit", &key(seq)).unwrap().unwrap();
+    assert_eq!(
+        tamper("db-modified", &|s| {
+            let v = String::from_utf8(value(s, 2))
+                .unwrap()
+                .replace("\"admin\"", "\"mtls\"");
+            s.put("audit", &key(2), v.as_bytes()).unwrap();
+        }),
+        2
+    );
+    assert_eq!(
+        tamper("db-removed", &|s| {
+            let v = value(s, 3);
+            assert!(
+                s.compare_and_swap("audit", &key(3), Some(&v), None)
+                    .unwrap()
+            );
+        }),
+        3
+    );
+    assert_eq!(
+        tamper("db-reordered", &|s| {
+            let (a, b) = (value(s, 4), value(s, 5));
+            s.put("audit", &key(4), &b).unwrap();
+            s.put("audit", &key(5), &a).unwrap();
+        }),
+        4
+    );
+
+    // The chain continues across a restart.
+    let server = Server::start(&data, &[]);
+    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_dir]);
+    let after = writ_json(&["audit", "verify", "--data-dir", &data_s]);
+    assert_eq!(after["ok"], true);
+    assert!(after["head_seq"].as_u64().unwrap() >= 10, "{after}");
+}
