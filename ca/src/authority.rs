@@ -91,6 +91,20 @@ pub struct Issuance {
     pub bundle: TrustBundle,
 }
 
+/// A value whose issuance record is written but not yet durable. [`Unsynced::synced`]
+/// releases it: call it only after [`Store::sync`] returned (or a committer that calls it
+/// reported this write durable), so no certificate leaves the CA unrecorded.
+#[must_use = "an unsynced issuance must be synced and then released"]
+#[derive(Debug)]
+pub struct Unsynced<T>(T);
+
+impl<T> Unsynced<T> {
+    /// The value, once its record is durable.
+    pub fn synced(self) -> T {
+        self.0
+    }
+}
+
 struct State {
     generations: Vec<Generation>,
     bundle_sequence: u64,
@@ -263,9 +277,26 @@ impl Authority {
         over_max: OverMax,
         mode: SanMode,
     ) -> Result<Issuance, Error> {
+        let issuance = self.issue_unsynced(csr, caller, ttl, over_max, mode)?;
+        self.store.sync()?;
+        Ok(issuance.synced())
+    }
+
+    /// Like [`Authority::issue`], but the issuance record is not yet durable: the caller
+    /// syncs the store (or waits for a committer that does) before releasing the
+    /// certificate. Lets an async server sign on its own workers and share one flush
+    /// among every request that arrived meanwhile.
+    pub fn issue_unsynced(
+        &self,
+        csr: &[u8],
+        caller: &Caller,
+        ttl: Option<Duration>,
+        over_max: OverMax,
+        mode: SanMode,
+    ) -> Result<Unsynced<Issuance>, Error> {
         let csr = Csr::parse(csr)?;
         let template = self.policy.evaluate(&csr, caller, ttl, over_max, mode)?;
-        self.issue_template(&template)
+        self.issue_template_unsynced(&template)
     }
 
     /// Like [`Policy::evaluate`], and refuses a denied identity
@@ -291,6 +322,17 @@ impl Authority {
     /// certificate ([`AuthMethod::Internal`](crate::AuthMethod::Internal)) is exempt, so a
     /// deny can never stop the CA from serving.
     pub fn issue_template(&self, template: &LeafTemplate) -> Result<Issuance, Error> {
+        let issuance = self.issue_template_unsynced(template)?;
+        self.store.sync()?;
+        Ok(issuance.synced())
+    }
+
+    /// [`Authority::issue_template`] without the final sync (see
+    /// [`Authority::issue_unsynced`]).
+    pub fn issue_template_unsynced(
+        &self,
+        template: &LeafTemplate,
+    ) -> Result<Unsynced<Issuance>, Error> {
         if template.auth != crate::AuthMethod::Internal {
             self.denied.check(&template.id)?;
         }
@@ -313,7 +355,7 @@ impl Authority {
                 auth: template.auth.as_str().to_owned(),
                 generation: generation.id,
             };
-            match self.store.record_issuance(&record) {
+            match self.store.record_issuance_unsynced(&record) {
                 Ok(()) => break leaf,
                 // A 127-bit random serial colliding means a broken RNG or an attack on the
                 // log; try a fresh one a few times rather than ever reusing it.
@@ -324,12 +366,12 @@ impl Authority {
         let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
         let mut chain = vec![leaf.der.clone()];
         chain.extend(generation.chain_after_leaf(previous));
-        Ok(Issuance {
+        Ok(Unsynced(Issuance {
             leaf,
             chain,
             id: template.id.clone(),
             bundle: bundle_of(&state, &self.settings),
-        })
+        }))
     }
 
     /// Whether `id` may be issued for: [`Error::IdentityDenied`] when it is denied.

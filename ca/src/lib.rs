@@ -22,7 +22,9 @@ pub mod ttl;
 mod verify;
 pub mod x509;
 
-pub use authority::{Authority, CaSettings, GenerationSummary, Issuance, NextStep, RotationAction};
+pub use authority::{
+    Authority, CaSettings, GenerationSummary, Issuance, NextStep, RotationAction, Unsynced,
+};
 pub use bundle::TrustBundle;
 pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_bare_csr, build_csr};
 pub use deny::DeniedIdentity;

@@ -53,7 +53,17 @@ pub trait Store: Send + Sync {
     /// Every entry of `tree`, in key order.
     fn scan(&self, tree: &str) -> Result<Entries, Error>;
     /// Appends an issuance record; refuses a serial already in the log. Durable on return.
-    fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), Error>;
+    fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), Error> {
+        self.record_issuance_unsynced(record)?;
+        self.sync()
+    }
+    /// Like [`Store::record_issuance`], but returns before the record is durable: the
+    /// caller must not hand out the certificate until a later [`Store::sync`] returns.
+    /// Lets a server batch many issuances into one flush without a thread per waiter.
+    fn record_issuance_unsynced(&self, record: &IssuanceRecord) -> Result<(), Error>;
+    /// Returns once everything written before the call is durable (group-committed with
+    /// concurrent callers).
+    fn sync(&self) -> Result<(), Error>;
     /// The newest `limit` records, newest first.
     fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error>;
     /// Calls `f` on every record, oldest first.
@@ -223,7 +233,11 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn record_issuance(&self, record: &IssuanceRecord) -> Result<(), Error> {
+    fn sync(&self) -> Result<(), Error> {
+        self.durable()
+    }
+
+    fn record_issuance_unsynced(&self, record: &IssuanceRecord) -> Result<(), Error> {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError as Abort;
         let value = serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))?;
@@ -235,7 +249,8 @@ impl Store for SledStore {
         event.not_after = Some(record.not_after);
         event.detail = Some(format!("generation {}", record.generation));
         // The log entry, its serial and its audit record commit together, in memory; the
-        // one flush below (shared with concurrent writers) makes all three durable.
+        // caller's next sync (one flush shared with concurrent writers) makes all three
+        // durable.
         let mut head = self.lock_head();
         let audited = AuditRecord::chain(head.next_seq, now_unix(), event, &head.prev_hash);
         let audit_value = encode_audit(&audited)?;
@@ -257,8 +272,7 @@ impl Store for SledStore {
             next_seq: audited.seq + 1,
             prev_hash: audited.hash,
         };
-        drop(head);
-        self.durable()
+        Ok(())
     }
 
     fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {

@@ -16,7 +16,6 @@ use writ_proto::istio::v1::auth::{
     istio_certificate_service_server::IstioCertificateService,
 };
 
-use crate::error::ca_status;
 use crate::service::Credential;
 use crate::state::Shared;
 
@@ -66,27 +65,30 @@ impl IstioCertificateService for IstioService {
             Credential::Token(_) => writ_ca::AuthMethod::Token.as_str(),
         };
         let csr = r.csr.into_bytes();
-        let shared = self.shared.clone();
-        // Signing waits for the issuance record's fsync: keep it off the async workers.
-        let issuance = tokio::task::spawn_blocking(move || match credential {
-            Credential::Proven(caller) => shared
-                .authority
-                .issue(&csr, &caller, ttl, OverMax::Reject, SanMode::Authenticated)
-                .map_err(|e| {
-                    tracing::warn!(spiffe_id = %caller.id, error = %e, "Istio CSR refused");
-                    ca_status(e)
-                }),
+        let issuance = match credential {
+            Credential::Proven(caller) => self
+                .shared
+                .issue_durably(&csr, &caller, ttl, OverMax::Reject, SanMode::Authenticated)
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(spiffe_id = %caller.id, error = %e.message(), "Istio CSR refused");
+                })?,
             Credential::Token(token) => {
-                let jti = writ_bootstrap::peek_claims(token.expose())
-                    .ok()
-                    .map(|c| c.jti.to_string());
-                (shared.auth_limit).guard(peer, jti.as_deref(), || {
-                    shared.redeem(&token, &csr, ttl, OverMax::Reject, SanMode::Authenticated)
+                let shared = self.shared.clone();
+                // Verifying reads the store and consuming waits for an fsync: keep both
+                // off the async workers.
+                tokio::task::spawn_blocking(move || {
+                    let jti = writ_bootstrap::peek_claims(token.expose())
+                        .ok()
+                        .map(|c| c.jti.to_string());
+                    (shared.auth_limit).guard(peer, jti.as_deref(), || {
+                        shared.redeem(&token, &csr, ttl, OverMax::Reject, SanMode::Authenticated)
+                    })
                 })
+                .await
+                .map_err(|_| Status::internal("signing task failed"))??
             }
-        })
-        .await
-        .map_err(|_| Status::internal("signing task failed"))??;
+        };
         tracing::info!(
             spiffe_id = %issuance.id,
             serial = %issuance.leaf.serial,

@@ -5,6 +5,7 @@
 mod admin;
 mod audit;
 pub mod check;
+mod commit;
 mod config;
 mod convert;
 mod error;
@@ -114,6 +115,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         rotation_wake: tokio::sync::Notify::new(),
         peers: Default::default(),
         platform,
+        committer: commit::Committer::start(authority.store().clone()),
         auth_limit: limits::AuthLimiter::new(&settings.limits),
     });
 

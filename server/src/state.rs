@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub rotation_wake: tokio::sync::Notify,
     /// Client certificates already verified under the current bundle.
     pub peers: crate::peers::PeerCache,
+    /// Flushes issuance records for the async signing path.
+    pub committer: Arc<crate::commit::Committer>,
     /// Trusted platform-JWT issuers and their keys.
     pub platform: crate::platform::PlatformAuth,
     /// Failed authentications per address and per bootstrap token: every authentication
