@@ -194,6 +194,7 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
             "add the name clients use with server_dns = [\"ca.example.org\"]",
         ));
     }
+    crate::check_platform::platform_findings(&config, &mut out);
     out
 }
 

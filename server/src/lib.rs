@@ -5,6 +5,7 @@
 mod admin;
 mod audit;
 pub mod check;
+mod check_platform;
 mod commit;
 mod config;
 mod convert;
