@@ -656,7 +656,12 @@ impl Authority {
         let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
         let mut chain = vec![leaf.der];
         chain.extend(generation.chain_after_leaf(previous));
-        verify_chain(&chain, &bundle_of(&state, &self.settings).roots, now, Usage::Client)?;
+        verify_chain(
+            &chain,
+            &bundle_of(&state, &self.settings).roots,
+            now,
+            Usage::Client,
+        )?;
         Ok(())
     }
 

@@ -301,7 +301,9 @@ fn self_test_signs_without_recording_and_fails_past_the_intermediate() {
     let key = PrivateKey::generate(KeyType::EcP256).expect("key");
     let public = writ_ca::CaSigningKey::public_key_raw(&key).to_vec();
     let before = ca.ca().store().recent_issuance(100).expect("log").len();
-    ca.ca().self_test(&public, SystemTime::now()).expect("self-test");
+    ca.ca()
+        .self_test(&public, SystemTime::now())
+        .expect("self-test");
     let after = ca.ca().store().recent_issuance(100).expect("log").len();
     assert_eq!(before, after, "the self-test recorded a certificate");
 

@@ -81,12 +81,19 @@ impl Exposition {
 /// Binds the endpoint's listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("binding the metrics endpoint {addr}: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("binding the metrics endpoint {addr}: {e}"),
+        )
     })
 }
 
 /// Serves `exposition` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, exposition: Arc<Exposition>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    exposition: Arc<Exposition>,
+    shutdown: CancellationToken,
+) {
     loop {
         let tcp = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -135,7 +142,10 @@ fn respond(exposition: &Exposition, req: &Request<Incoming>) -> Response<Full<By
         }
         "/healthz" | "/readyz" => match exposition.ready() {
             Ok(()) => text(StatusCode::OK, "ok\n".into()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         _ => text(
             StatusCode::NOT_FOUND,
@@ -162,9 +172,11 @@ mod tests {
 
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -197,7 +209,10 @@ mod tests {
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(m.contains("demo_things_total 1"), "{m}");
         let h = get(addr, "/healthz").await;
-        assert!(h.starts_with("HTTP/1.1 503") && h.contains("not ready: warming up"), "{h}");
+        assert!(
+            h.starts_with("HTTP/1.1 503") && h.contains("not ready: warming up"),
+            "{h}"
+        );
         ready.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));

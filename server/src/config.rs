@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub token_retention: Option<Ttl>,
     /// How long a prepared root is published before it may be activated.
     pub root_propagation: Option<Ttl>,
+    /// Serve Prometheus metrics and `/healthz` over plain HTTP here (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -83,7 +85,8 @@ impl ServerConfig {
             token_ttl,
             token_max_ttl,
             token_retention,
-            root_propagation
+            root_propagation,
+            metrics_listen
         )
     }
 
@@ -156,6 +159,7 @@ impl ServerConfig {
             token_retention: self
                 .token_retention
                 .unwrap_or(Ttl::from_secs(7 * 24 * 3600)),
+            metrics_listen: self.metrics_listen,
             data_dir,
             ca,
         })
@@ -181,6 +185,8 @@ pub struct Settings {
     pub token_max_ttl: Ttl,
     /// Retention of spent tokens.
     pub token_retention: Ttl,
+    /// The metrics endpoint's address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// The CA's settings.
     pub ca: CaSettings,
 }

@@ -7,6 +7,8 @@ pub mod check;
 mod config;
 mod convert;
 mod error;
+mod health;
+mod metrics;
 mod peers;
 mod renewal;
 mod rotation;
@@ -44,6 +46,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Running {
     /// The bound gRPC address (resolves port 0).
     pub addr: SocketAddr,
+    /// The bound metrics endpoint (`--metrics-listen`), if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     /// The admin socket.
     pub admin_socket: PathBuf,
     /// The data directory.
@@ -93,6 +97,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         .map_err(|e| Error::io("reading the bound address", e))?;
 
     let (bundle_tx, _) = watch::channel(authority.bundle());
+    let (health, health_service) = health::Health::new()?;
     let shared = Arc::new(Shared {
         authority: authority.clone(),
         bootstrap: Arc::new(bootstrap),
@@ -103,7 +108,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         listen: addr,
         rotation_wake: tokio::sync::Notify::new(),
         peers: Default::default(),
+        metrics: Arc::new(metrics::ServerMetrics::new()),
+        health,
     });
+    // Serve a verdict from the first request on, not "unknown" for the first interval.
+    health::Health::check(&shared).await;
+    let metrics_addr = metrics::start(&shared, shutdown.clone()).await?;
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;
     let admin_server = tonic::transport::Server::builder()
@@ -113,11 +123,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let incoming = accept_tls(listener, tls, shutdown.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(CaServer::new(service::CaService::new(shared.clone())))
+        .add_service(health_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));
     tokio::spawn(rotation::drive(shared.clone(), shutdown.clone()));
     tokio::spawn(renewal::prune_tokens(shared.clone(), shutdown.clone()));
+    tokio::spawn(health::run(shared.clone(), shutdown.clone()));
 
     let admin_socket = settings.admin_socket.clone();
     let done = tokio::spawn(async move {
@@ -130,6 +142,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
 
     Ok(Running {
         addr,
+        metrics_addr,
         admin_socket: settings.admin_socket.clone(),
         data_dir: settings.data_dir.clone(),
         root_fingerprint: authority.root_fingerprint()?,

@@ -27,6 +27,10 @@ pub(crate) struct Shared {
     pub rotation_wake: tokio::sync::Notify,
     /// Client certificates already verified under the current bundle.
     pub peers: crate::peers::PeerCache,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
+    /// The signing self-test's verdict and the gRPC health service's reporter.
+    pub health: crate::health::Health,
 }
 
 impl Shared {

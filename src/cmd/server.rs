@@ -60,6 +60,10 @@ pub struct Args {
     /// How long used, revoked and expired token records are kept [default: 7d].
     #[arg(long)]
     token_retention: Option<Ttl>,
+    /// Serve Prometheus metrics (/metrics) and readiness (/healthz, /readyz) over plain
+    /// HTTP on this address (port 0 picks one) [default: off].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -90,6 +94,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         token_ttl: a.token_ttl,
         token_max_ttl: a.token_max_ttl,
         token_retention: a.token_retention,
+        metrics_listen: a.metrics_listen,
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;
@@ -103,6 +108,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "{}",
             json!({
                 "listen": running.addr.to_string(),
+                "metrics_listen": running.metrics_addr.map(|a| a.to_string()),
                 "data_dir": running.data_dir,
                 "admin_socket": running.admin_socket,
                 "trust_domain": td.to_string(),
@@ -122,6 +128,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             println!("  data dir:      {}", running.data_dir.display());
             println!("  listening on:  {}", running.addr);
             println!("  admin socket:  {}", running.admin_socket.display());
+            if let Some(m) = running.metrics_addr {
+                println!("  metrics:       http://{m}/metrics");
+            }
             println!("  trust domain:  {td}");
             println!("  root sha256:   {}", running.root_fingerprint);
         }
