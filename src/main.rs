@@ -51,6 +51,8 @@ enum Command {
     Token(cmd::token::Command),
     /// Get a first certificate by redeeming a bootstrap token.
     Bootstrap(cmd::bootstrap::Args),
+    /// Ask a running server's gRPC health service whether it can sign (exit 0 when SERVING).
+    Healthcheck(cmd::healthcheck::Args),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
             Command::Config(_) => unreachable!("handled before the runtime starts"),
             Command::Token(c) => cmd::token::run(c).await,
             Command::Bootstrap(a) => cmd::bootstrap::run(a).await,
+            Command::Healthcheck(a) => cmd::healthcheck::run(a).await,
         }
     });
     match result {

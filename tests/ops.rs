@@ -170,3 +170,213 @@ fn metrics_are_off_by_default() {
     let server = Server::start(&tmp.path().join("data"), &[]);
     assert_eq!(server.metrics_addr, None);
 }
+
+/// `writ healthcheck` against a running server (bundle from the admin socket, from a PEM
+/// file, from an agent's out dir) says SERVING and exits 0; against a stopped one it exits
+/// non-zero and says why; an unknown service name is refused by name.
+#[test]
+fn healthcheck_reports_serving_then_unreachable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&tmp.path().join("data"), &[]);
+    let data = server.data_dir.display().to_string();
+
+    let out = writ(&["healthcheck", "--server", &server.addr, "--data-dir", &data]);
+    assert_success(&out, &["healthcheck"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("SERVING: writ.v1.Ca at "), "{text}");
+
+    let bundle = tmp.path().join("bundle.pem");
+    let pem = server.admin(&["bundle", "show"]);
+    assert_success(&pem, &["bundle", "show"]);
+    std::fs::write(&bundle, &pem.stdout).unwrap();
+    let b = bundle.display().to_string();
+    let v = writ_json(&["healthcheck", "--server", &server.addr, "--ca-bundle", &b]);
+    assert_eq!(
+        (v["status"].as_str(), v["serving"].as_bool()),
+        (Some("SERVING"), Some(true))
+    );
+    let v = writ_json(&[
+        "healthcheck",
+        "--server",
+        &server.addr,
+        "--ca-bundle",
+        &b,
+        "--service",
+        "",
+    ]);
+    assert_eq!(v["status"], "SERVING");
+
+    let dir = tmp.path().join("id");
+    let d = dir.display().to_string();
+    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &d]);
+    let v = writ_json(&["healthcheck", "--server", &server.addr, "--out-dir", &d]);
+    assert_eq!(v["status"], "SERVING");
+
+    // The wrong trust domain: the server cannot prove spiffe://other.test/writ/server.
+    let out = writ(&[
+        "healthcheck",
+        "--server",
+        &server.addr,
+        "--ca-bundle",
+        &b,
+        "--trust-domain",
+        "other.test",
+    ]);
+    assert!(!out.status.success());
+
+    let out = writ(&[
+        "healthcheck",
+        "--server",
+        &server.addr,
+        "--ca-bundle",
+        &b,
+        "--service",
+        "no.Such",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no.Such"));
+
+    let addr = server.addr.clone();
+    server.stop();
+    let out = writ(&[
+        "healthcheck",
+        "--server",
+        &addr,
+        "--ca-bundle",
+        &b,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["serving"].as_bool()),
+        (Some("UNREACHABLE"), Some(false))
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("health check of") && err.contains("cannot reach"),
+        "{err}"
+    );
+    let out = writ(&["healthcheck", "--server", &addr, "--data-dir", &data]);
+    assert!(!out.status.success());
+}
+
+/// `writ agent --metrics-listen`: the bound address is in `writ agent status`, readiness
+/// is 200 with a valid certificate, and the gauges and counters follow rotations and
+/// Workload API clients; the server counts the agent's bundle watch.
+#[test]
+fn agent_metrics_follow_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--metrics-listen", "127.0.0.1:0", "--min-ttl", "1s"],
+    );
+    let dir = tmp.path().join("id");
+    let d = dir.display().to_string();
+    server.admin_json(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        ID,
+        "--out-dir",
+        &d,
+        "--ttl",
+        "6s",
+    ]);
+    let socket = tmp.path().join("workload.sock");
+    let mut agent = std::process::Command::new(common::writ_bin())
+        .args([
+            "agent",
+            "--server",
+            &server.addr,
+            "--out-dir",
+            &d,
+            "--ttl",
+            "6s",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--workload-api-socket"])
+        .arg(&socket)
+        .env("WRIT_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut maddr = None;
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || {
+            maddr = writ_agent::status::AgentStatus::read(&dir).and_then(|s| s.metrics_listen);
+            maddr.is_some()
+        }
+    ));
+    let maddr = maddr.unwrap();
+    let v = writ_json(&["agent", "status", "--out-dir", &d]);
+    assert_eq!(v["metrics_listen"].as_str(), Some(maddr.as_str()));
+    assert_eq!(
+        http_get(&maddr, "/healthz").unwrap(),
+        (200, "ok\n".to_owned())
+    );
+
+    // A Workload API client holds a stream open while we look.
+    let client_socket = socket.clone();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || client_socket.exists()
+    ));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _client = rt.block_on(async {
+        let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", socket.display()))
+            .await
+            .unwrap();
+        let stream = client.stream_x509_svids().await.unwrap();
+        (client, stream)
+    });
+
+    let mut page = String::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    // Two rotations of a 6 s certificate, then look at everything at once.
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(30), || {
+            page = http_get(&maddr, "/metrics").unwrap().1;
+            metric(&page, "writ_agent_rotations_total", "").unwrap_or(0.0) >= 2.0
+                && metric(&page, "writ_agent_workload_api_clients", "") == Some(1.0)
+        }),
+        "{page}"
+    );
+    let expiry = metric(&page, "writ_agent_cert_expiry_timestamp_seconds", "").unwrap();
+    let next = metric(&page, "writ_agent_next_renewal_timestamp_seconds", "").unwrap();
+    assert!(expiry > now && next < expiry && next > now - 10.0, "{page}");
+    assert_eq!(
+        metric(&page, "writ_agent_rotation_failures_total", ""),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&page, "writ_agent_bundle_updates_total", ""),
+        Some(0.0)
+    );
+    let server_page = scrape(&server);
+    assert_eq!(
+        metric(&server_page, "writ_server_bundle_watchers", ""),
+        Some(1.0),
+        "{server_page}"
+    );
+    assert!(
+        metric(
+            &server_page,
+            "writ_server_sign_requests_total",
+            "method=\"mtls\",result=\"ok\""
+        )
+        .unwrap()
+            >= 2.0
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // The server notices the watcher went away.
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(10),
+        || { metric(&scrape(&server), "writ_server_bundle_watchers", "") == Some(0.0) }
+    ));
+}

@@ -28,6 +28,8 @@ pub struct AgentFileConfig {
     pub key_type: Option<KeyType>,
     /// Requested lifetime.
     pub ttl: Option<Ttl>,
+    /// Prometheus metrics and `/healthz` over plain HTTP (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentFileConfig {

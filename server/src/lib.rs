@@ -36,6 +36,7 @@ use writ_proto::v1::ca_server::CaServer;
 
 pub use config::{ServerConfig, Settings, default_data_dir};
 pub use error::Error;
+pub use health::CA_SERVICE;
 
 use state::Shared;
 

@@ -64,6 +64,10 @@ struct RunArgs {
     /// Requested certificate lifetime [default: the server's default].
     #[arg(long)]
     ttl: Option<Ttl>,
+    /// Serve Prometheus metrics (/metrics) and readiness (/healthz: a valid certificate is
+    /// held) over plain HTTP on this address; the bound address is in `writ agent status`.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -131,6 +135,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         schedule,
         key_type: a.key_type.or(file.key_type).unwrap_or(KeyType::EcP256),
         ttl: a.ttl.or(file.ttl).map(Ttl::duration),
+        metrics_listen: a.metrics_listen.or(file.metrics_listen),
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -204,6 +209,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             "bundle_roots": roots,
             "last_error": st.as_ref().and_then(|s| s.last_error.clone()),
             "agent_pid": st.as_ref().map(|s| s.pid),
+            "metrics_listen": st.as_ref().and_then(|s| s.metrics_listen.clone()),
         }))?,
         Format::Text => {
             println!("SPIFFE ID:     {}", leaf.spiffe_id()?);
@@ -231,6 +237,9 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                         "last error:    {}",
                         s.last_error.as_deref().unwrap_or("none")
                     );
+                    if let Some(m) = &s.metrics_listen {
+                        println!("metrics:       http://{m}/metrics");
+                    }
                 }
                 None => println!("agent:         no status file (agent not started here)"),
             }

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod cert;
 pub mod certs;
 pub mod config;
+pub mod healthcheck;
 pub mod renew;
 pub mod root;
 pub mod server;
