@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod cli_defaults;
 mod cmd;
 mod output;
 
@@ -58,6 +59,11 @@ enum Command {
 fn main() -> ExitCode {
     // jsonwebtoken (bootstrap tokens) panics without a process-wide crypto provider.
     writ_bootstrap::install_crypto_provider();
+    // Before parsing: clap takes its defaults for --server and -o from cli.toml.
+    if let Err(e) = cli_defaults::load() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -89,7 +89,7 @@ struct StatusArgs {
     #[arg(long)]
     out_dir: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
@@ -114,6 +114,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let server = a
         .server
         .or(file.server)
+        .or_else(|| crate::cli_defaults::server().map(str::to_owned))
         .context("--server HOST:PORT is required")?;
     let out_dir = a
         .out_dir

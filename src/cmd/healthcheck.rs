@@ -20,7 +20,7 @@ use crate::output::{self, Format};
 #[derive(ClapArgs)]
 pub struct Args {
     /// The writ server, host:port.
-    #[arg(long, env = "WRIT_SERVER")]
+    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server())]
     server: String,
     /// Trust the roots in this PEM file (e.g. `writ bundle show > bundle.pem`); needs
     /// --trust-domain unless it is cluster.local.
@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, default_value = "5s")]
     timeout: Ttl,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

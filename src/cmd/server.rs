@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the start-up summary as text or JSON.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
