@@ -51,7 +51,17 @@ pub fn load() -> anyhow::Result<()> {
                 })?,
                 path: Some(path),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Loaded::default(),
+            // Only a file the user named must be readable: a HOME that belongs to another
+            // user (`sudo -u`, a service account) must not break every command.
+            Err(e)
+                if !explicit
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                Loaded::default()
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!(

@@ -160,3 +160,42 @@ fn unix_seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::files::testing::TestCa;
+
+    #[test]
+    fn ready_only_with_a_certificate_valid_now() {
+        let id = Some(Arc::new(TestCa::new().issue("ns/a")));
+        let now = SystemTime::now();
+        assert_eq!(ready(&id, now), Ok(()));
+        let later = now + Duration::from_secs(2 * 3600);
+        assert!(ready(&id, later).unwrap_err().contains("expired"));
+        assert!(ready(&id, now - Duration::from_secs(3600)).is_err());
+        assert!(ready(&None, now).is_err());
+    }
+
+    #[test]
+    fn gauges_follow_the_identity_and_encode() {
+        let m = AgentMetrics::default();
+        let id = TestCa::new().issue("ns/a");
+        m.identity(&id);
+        m.rotated();
+        m.rotation_failed();
+        let mut page = String::new();
+        writ_metrics::prometheus_client::encoding::text::encode(&mut page, &m.registry()).unwrap();
+        let expiry = unix_seconds(id.leaf_info().unwrap().not_after);
+        assert!(
+            page.contains(&format!(
+                "writ_agent_cert_expiry_timestamp_seconds {expiry}"
+            )),
+            "{page}"
+        );
+        assert!(page.contains("writ_agent_rotations_total 1"));
+        assert!(page.contains("writ_agent_rotation_failures_total 1"));
+    }
+}
