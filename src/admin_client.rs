@@ -20,11 +20,20 @@ pub struct AdminTarget {
 }
 
 impl AdminTarget {
-    fn socket(&self) -> anyhow::Result<PathBuf> {
+    /// The socket: flags (and their environment variables) first, then cli.toml's
+    /// `admin_socket` or `data_dir`, then the built-in data dir.
+    pub fn socket(&self) -> anyhow::Result<PathBuf> {
         if let Some(s) = &self.admin_socket {
             return Ok(s.clone());
         }
-        let dir = match &self.data_dir {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.join("admin.sock"));
+        }
+        let file = &crate::cli_defaults::get().values;
+        if let Some(s) = &file.admin_socket {
+            return Ok(s.clone());
+        }
+        let dir = match &file.data_dir {
             Some(d) => d.clone(),
             None => writ_server::default_data_dir()?,
         };

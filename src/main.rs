@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod cli_defaults;
 mod cmd;
 mod output;
 
@@ -57,6 +58,8 @@ enum Command {
     /// The hash-chained audit log of issuance and admin actions.
     #[command(subcommand)]
     Audit(cmd::audit::Command),
+    /// Ask a running server's gRPC health service whether it can sign (exit 0 when SERVING).
+    Healthcheck(cmd::healthcheck::Args),
 }
 
 /// The server and the load generator use every core; everything else (the agent above
@@ -79,6 +82,11 @@ fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     // jsonwebtoken (bootstrap tokens) panics without a process-wide crypto provider.
     writ_bootstrap::install_crypto_provider();
+    // Before parsing: clap takes its defaults for --server and -o from cli.toml.
+    if let Err(e) = cli_defaults::load() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -123,6 +131,7 @@ fn main() -> ExitCode {
             Command::Bootstrap(a) => cmd::bootstrap::run(a).await,
             Command::Identity(c) => cmd::identity::run(c).await,
             Command::Audit(c) => cmd::audit::run(c).await,
+            Command::Healthcheck(a) => cmd::healthcheck::run(a).await,
         }
     });
     match result {

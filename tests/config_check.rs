@@ -43,3 +43,20 @@ fn exit_codes_follow_the_worst_finding() {
     let (code, _) = check("renew_at = 0.5\n", &["--kind", "agent"]);
     assert_eq!(code, 2, "agent config without server/out_dir");
 }
+
+#[test]
+fn metrics_on_a_non_loopback_address_is_a_warning() {
+    let (code, v) = check("metrics_listen = \"0.0.0.0:9090\"\n", &[]);
+    assert_eq!(code, 1);
+    assert_eq!(v[0]["subject"], "metrics_listen");
+    assert!(v[0]["fix"].as_str().unwrap().contains("127.0.0.1:9090"));
+    let (code, _) = check("metrics_listen = \"127.0.0.1:9090\"\n", &[]);
+    assert_eq!(code, 0);
+
+    let (code, v) = check(
+        "server = \"ca:8443\"\nout_dir = \"/nonexistent\"\nmetrics_listen = \"10.1.2.3:9091\"\n",
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(v[0]["subject"], "metrics_listen");
+}

@@ -36,6 +36,8 @@ pub struct AgentFileConfig {
     pub key_type: Option<KeyType>,
     /// Requested lifetime.
     pub ttl: Option<Ttl>,
+    /// Prometheus metrics and `/healthz` over plain HTTP (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentFileConfig {
@@ -141,6 +143,19 @@ pub fn check_agent_config(text: &str) -> Vec<ConfigFinding> {
             format!("chmod 0600 {}", token.display()),
         ));
     }
+    if let Some(m) = c.metrics_listen.filter(|m| !m.ip().is_loopback()) {
+        out.push(finding(
+            false,
+            "metrics_listen",
+            format!(
+                "metrics and readiness are served on {m} over plain HTTP without authentication"
+            ),
+            format!(
+                "listen on loopback (metrics_listen = \"127.0.0.1:{}\") or firewall the port",
+                m.port()
+            ),
+        ));
+    }
     if let Some(sock) = &c.workload_api_socket
         && let Some(mode) = sock
             .parent()
@@ -181,6 +196,19 @@ mod tests {
             [(false, "renew_at")]
         );
         assert_eq!(check_agent_config("srever = 1")[0].subject, "config");
+        let f = check_agent_config(
+            "server = \"a:1\"\nout_dir = \"/x\"\nmetrics_listen = \"0.0.0.0:9091\"\n",
+        );
+        assert_eq!(
+            f.iter().map(|f| (f.error, f.subject)).collect::<Vec<_>>(),
+            [(false, "metrics_listen")]
+        );
+        assert!(
+            check_agent_config(
+                "server = \"a:1\"\nout_dir = \"/x\"\nmetrics_listen = \"127.0.0.1:9091\"\n"
+            )
+            .is_empty()
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("t");

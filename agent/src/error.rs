@@ -27,6 +27,9 @@ pub enum Error {
         /// When it expired.
         at: String,
     },
+    /// The metrics endpoint (`--metrics-listen`) could not start.
+    #[error("{0}; pick a free address for --metrics-listen, or leave it unset")]
+    Metrics(String),
     /// There is no identity to start from.
     #[error("{0}")]
     NoIdentity(String),

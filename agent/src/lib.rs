@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod files;
 mod hook;
+mod metrics;
 pub mod platform;
 pub mod renew;
 pub mod rotation;

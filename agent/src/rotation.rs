@@ -4,6 +4,7 @@
 //! bundle stream, and the Workload API serves whatever the watch holds. Idle, the agent
 //! sleeps on its timer and its stream.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -16,6 +17,7 @@ use writ_proto::v1::GetBundleRequest;
 
 use crate::client::{ServerTrust, connect};
 use crate::files::{self, Identity};
+use crate::metrics::AgentMetrics;
 use crate::platform::{self, JwtSource};
 use crate::renew::{RenewOptions, renew};
 use crate::schedule::Schedule;
@@ -46,6 +48,8 @@ pub struct AgentOptions {
     /// Authenticate with a platform JWT (first certificate and every renewal) instead of
     /// a bootstrap token and mTLS renewal.
     pub jwt: Option<JwtSource>,
+    /// Serve Prometheus metrics and `/healthz` over plain HTTP here (off when `None`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 type Current = watch::Sender<Option<Arc<Identity>>>;
@@ -57,6 +61,7 @@ struct Agent {
     status: Mutex<AgentStatus>,
     /// Serialises read-modify-write of the identity between rotation and bundle updates.
     update: tokio::sync::Mutex<()>,
+    metrics: Arc<AgentMetrics>,
 }
 
 /// Runs the agent until `shutdown` or an error retrying cannot fix.
@@ -64,23 +69,36 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
     let first = first_identity(&opts).await?;
     let id = first.spiffe_id()?;
     tracing::info!(spiffe_id = %id, serial = %first.leaf_info()?.serial, "identity in place");
+    let metrics = Arc::new(AgentMetrics::default());
+    metrics.identity(&first);
     let (current, rx) = watch::channel(Some(Arc::new(first)));
+    let metrics_listen = match opts.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::start(addr, metrics.clone(), rx.clone(), shutdown.clone())
+                .await?
+                .to_string(),
+        ),
+        None => None,
+    };
     let agent = Arc::new(Agent {
         status: Mutex::new(AgentStatus {
             pid: std::process::id(),
+            metrics_listen,
             ..Default::default()
         }),
         opts,
         current,
         update: tokio::sync::Mutex::new(()),
+        metrics,
     });
     agent.write_status(|_| {});
 
     if let Some(socket) = agent.opts.workload_api_socket.clone() {
         let stop = shutdown.clone();
-        let td = id.trust_domain();
+        let api = workload::WorkloadApi::new(rx, id.trust_domain());
+        agent.metrics.workload_streams(api.open_streams());
         tokio::spawn(async move {
-            if let Err(e) = workload::serve(&socket, rx, td, stop.cancelled_owned()).await {
+            if let Err(e) = api.serve(&socket, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "Workload API stopped");
             }
         });
@@ -159,6 +177,7 @@ impl Agent {
         tokio::task::spawn_blocking(move || files::write_identity(&dir, &to_write))
             .await
             .map_err(|_| Error::Connect("file writer task failed".into()))??;
+        self.metrics.identity(&new);
         self.current.send_replace(Some(new));
         if let Some(cmd) = &self.opts.on_rotate {
             hook::run(cmd, &self.opts.out_dir, self.opts.on_rotate_timeout).await;
@@ -184,6 +203,7 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
             .opts
             .schedule
             .renewal_time(base, leaf.not_after, rand::random::<f64>());
+        agent.metrics.next_renewal(at);
         agent.write_status(|s| s.next_renewal = Some(rfc3339(at)));
         let wait = at
             .duration_since(SystemTime::now())
@@ -228,6 +248,7 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
                 .when(|e: &Error| !e.is_permanent())
                 .notify(|e: &Error, pause: Duration| {
                     tracing::warn!(error = %e, retry_in = ?pause, "renewal failed; keeping the current certificate");
+                    agent.metrics.rotation_failed();
                     agent.write_status(|s| s.last_error = Some(e.to_string()));
                 }) => r,
         };
@@ -238,13 +259,18 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
                 let serial = new.leaf_info()?.serial;
                 agent.publish(new).await?;
                 tracing::info!(%serial, "rotated");
+                agent.metrics.rotated();
                 agent.write_status(|s| {
                     s.rotations += 1;
                     s.last_error = None;
                 });
             }
-            Err(e @ Error::Expired { .. }) => return Err(e),
+            Err(e @ Error::Expired { .. }) => {
+                agent.metrics.rotation_failed();
+                return Err(e);
+            }
             Err(e) => {
+                agent.metrics.rotation_failed();
                 // Retrying will not help until someone changes something (identity denied,
                 // policy changed): report it and try again much later, not in a loop.
                 tracing::error!(error = %e, "renewal refused; will try again later");
@@ -348,6 +374,7 @@ async fn apply_bundle(agent: &Agent, bundle: writ_proto::v1::TrustBundle) -> Res
     let updated = current.with_bundle(bundle.roots)?;
     agent.publish(updated).await?;
     tracing::info!(sequence = bundle.sequence, "trust bundle updated");
+    agent.metrics.bundle_updated();
     agent.write_status(|s| s.bundle_updates += 1);
     Ok(())
 }

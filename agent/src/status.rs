@@ -20,6 +20,9 @@ pub struct AgentStatus {
     pub rotations: u64,
     /// Bundle updates since the agent started.
     pub bundle_updates: u64,
+    /// The metrics endpoint's bound address, when started with `--metrics-listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
     /// When this status was written (RFC 3339).

@@ -766,6 +766,40 @@ impl Authority {
         out
     }
 
+    /// Proves the CA can sign right now without issuing anything: signs a one-minute
+    /// leaf for `spiffe://<td>/writ/self-test` over `public_key` (an `EcP256` key's raw
+    /// point) with the active intermediate, and verifies it against the current bundle at
+    /// `now`. Nothing is recorded in the issuance log; the certificate is dropped. For
+    /// health checks: an expired or unusable intermediate, or a broken chain, fails here.
+    pub fn self_test(&self, public_key: &[u8], now: SystemTime) -> Result<(), Error> {
+        let state = self.read();
+        let generation = state.active()?;
+        let issuer = generation
+            .intermediate
+            .signing_ref()
+            .ok_or_else(|| Error::Corrupt("the active intermediate has no key".into()))?;
+        let template = LeafTemplate {
+            id: self.settings.trust_domain.workload("writ/self-test")?,
+            dns_names: Vec::new(),
+            ip_addrs: Vec::new(),
+            key_type: KeyType::EcP256,
+            public_key: public_key.to_vec(),
+            lifetime: Duration::from_secs(60),
+            auth: crate::AuthMethod::Internal,
+        };
+        let leaf = sign_leaf(&template, &issuer, now, self.settings.backdate)?;
+        let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
+        let mut chain = vec![leaf.der];
+        chain.extend(generation.chain_after_leaf(previous));
+        verify_chain(
+            &chain,
+            &bundle_of(&state, &self.settings).roots,
+            now,
+            Usage::Client,
+        )?;
+        Ok(())
+    }
+
     /// Unexpired leaves per generation at `now`, from the issuance log.
     fn live_leaves(&self, now: SystemTime) -> Result<LiveLeaves, Error> {
         let now = unix(now);

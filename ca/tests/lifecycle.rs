@@ -352,3 +352,21 @@ fn a_denied_identity_is_refused_on_every_path_until_allowed() {
     assert!(!ca.reopen());
     assert!(ca.ca().denied().is_empty(), "the allow survives a restart");
 }
+
+/// The health self-test signs and verifies without touching the issuance log, and fails
+/// once the intermediate has expired (a CA that could no longer issue valid leaves).
+#[test]
+fn self_test_signs_without_recording_and_fails_past_the_intermediate() {
+    let ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let public = writ_ca::CaSigningKey::public_key_raw(&key).to_vec();
+    let before = ca.ca().store().recent_issuance(100).expect("log").len();
+    ca.ca()
+        .self_test(&public, SystemTime::now())
+        .expect("self-test");
+    let after = ca.ca().store().recent_issuance(100).expect("log").len();
+    assert_eq!(before, after, "the self-test recorded a certificate");
+
+    let past = ca.ca().intermediate_not_after().expect("intermediate") + HOUR;
+    assert!(ca.ca().self_test(&public, past).is_err());
+}

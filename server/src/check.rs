@@ -137,7 +137,8 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
     }
     if let Some(dir) = &config.data_dir {
         check_private(dir, "data_dir", &mut out);
-        if let Ok(entries) = walk(&dir.join("db")) {
+        // The whole tree, not only db/: keys or backups copied beside it are as sensitive.
+        if let Ok(entries) = walk(dir) {
             for p in entries {
                 check_private(&p, "data_dir", &mut out);
             }
@@ -152,7 +153,8 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
             if let Some(parent) = sock.parent()
                 && let Ok(m) = std::fs::metadata(parent)
             {
-                let mode = m.permissions().mode() & 0o777;
+                // Keep the sticky bit: /tmp (1777) is not the same risk as a 0777 directory.
+                let mode = m.permissions().mode() & 0o7777;
                 if mode & 0o002 != 0 && mode & 0o1000 == 0 {
                     out.push(Finding::new(
                         Severity::Error,
@@ -165,6 +167,20 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
                             "chmod 0755 {} (or keep the socket in the data dir)",
                             parent.display()
                         ),
+                    ));
+                } else if mode & 0o022 != 0 {
+                    // Sticky and world-writable (/tmp) or group-writable: nobody else can
+                    // replace a socket that exists, but another user can take the path
+                    // while the server is down and receive the admin CLI's requests.
+                    out.push(Finding::new(
+                        Severity::Warning,
+                        "admin_socket",
+                        format!(
+                            "{} is writable by {} (mode {mode:04o}): another user can take the socket's path while the server is stopped",
+                            parent.display(),
+                            if mode & 0o002 != 0 { "everyone" } else { "its group" }
+                        ),
+                        "keep the admin socket in the data dir or a directory only the server's user can write",
                     ));
                 }
             }
@@ -179,6 +195,19 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
                 ));
             }
         }
+    }
+    if let Some(m) = config.metrics_listen.filter(|m| !m.ip().is_loopback()) {
+        out.push(Finding::new(
+            Severity::Warning,
+            "metrics_listen",
+            format!(
+                "metrics and readiness are served on {m} over plain HTTP without authentication; they reveal issuance rates and CA expiry dates"
+            ),
+            format!(
+                "listen on loopback (metrics_listen = \"127.0.0.1:{}\") or restrict the port with a firewall",
+                m.port()
+            ),
+        ));
     }
     if let Some(listen) = config.listen
         && !listen.ip().is_loopback()
@@ -287,6 +316,12 @@ mod tests {
             [(Severity::Warning, "server_dns".to_owned())]
         );
         assert_eq!(
+            subjects("metrics_listen = \"0.0.0.0:9090\""),
+            [(Severity::Warning, "metrics_listen".to_owned())]
+        );
+        assert!(subjects("metrics_listen = \"127.0.0.1:9090\"").is_empty());
+        assert!(subjects("metrics_listen = \"[::1]:9090\"").is_empty());
+        assert_eq!(
             subjects("unknown_key = 1"),
             [(Severity::Error, "config".to_owned())]
         );
@@ -307,7 +342,8 @@ mod tests {
             .unwrap();
         let text = format!("data_dir = {:?}", data.display().to_string());
         let f = check_server_config(&text);
-        assert_eq!(f.len(), 2, "{f:?}");
+        // data/, data/db/ and data/db/conf.
+        assert_eq!(f.len(), 3, "{f:?}");
         assert!(
             f.iter()
                 .all(|f| f.severity == Severity::Error && f.fix.starts_with("chmod"))
@@ -325,5 +361,50 @@ mod tests {
             [(Severity::Error, "admin_socket".to_owned())]
         );
         assert_eq!(exit_code(&check_server_config(&text)), 2);
+    }
+
+    #[test]
+    fn loose_admin_socket_directories_and_files_outside_db() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, want) in [
+            (0o775, Some(Severity::Warning)),
+            (0o1777, Some(Severity::Warning)),
+            (0o777, Some(Severity::Error)),
+            (0o755, None),
+        ] {
+            let parent = dir.path().join(format!("run{mode:o}"));
+            std::fs::create_dir(&parent).unwrap();
+            std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(mode)).unwrap();
+            let text = format!(
+                "admin_socket = {:?}",
+                parent.join("admin.sock").display().to_string()
+            );
+            let got: Vec<_> = subjects(&text);
+            match want {
+                Some(sev) => assert_eq!(got, [(sev, "admin_socket".to_owned())], "{mode:o}"),
+                None => assert!(got.is_empty(), "{mode:o}: {got:?}"),
+            }
+        }
+        // Inside the data dir the data dir's own check covers it.
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let text = format!(
+            "data_dir = {:?}\nadmin_socket = {:?}",
+            data.display().to_string(),
+            data.join("admin.sock").display().to_string()
+        );
+        assert!(subjects(&text).is_empty());
+
+        // A key left beside db/ readable by others is found too.
+        let key = data.join("root-backup.key");
+        std::fs::write(&key, b"x").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let f = check_server_config(&text);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].message.contains("root-backup.key")
+                && f[0].fix == format!("chmod 0600 {}", key.display())
+        );
     }
 }

@@ -38,7 +38,10 @@ pub(crate) fn platform_findings(config: &ServerConfig, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 Severity::Error,
                 "jwt_issuers",
-                format!("issuer {:?} is configured twice; the server refuses to start", issuer.issuer),
+                format!(
+                    "issuer {:?} is configured twice; the server refuses to start",
+                    issuer.issuer
+                ),
                 "keep one [[jwt_issuers]] table per issuer",
             ));
         }
@@ -182,7 +185,8 @@ mod tests {
         for (text, severity, says) in cases {
             let f = findings(&text);
             assert!(
-                f.iter().any(|f| f.severity == severity && f.message.contains(says)),
+                f.iter()
+                    .any(|f| f.severity == severity && f.message.contains(says)),
                 "{text}: {f:?}"
             );
         }

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub jwt_issuers: Option<Vec<JwtIssuerConfig>>,
     /// Request size, stream, time and failed-authentication limits (`[limits]`).
     pub limits: Option<crate::limits::LimitsConfig>,
+    /// Serve Prometheus metrics and `/healthz` over plain HTTP here (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One `[[jwt_issuers]]` table.
@@ -174,7 +176,8 @@ impl ServerConfig {
             root_propagation,
             trust_domain_aliases,
             jwt_issuers,
-            limits
+            limits,
+            metrics_listen
         )
     }
 
@@ -274,6 +277,7 @@ impl ServerConfig {
                 .unwrap_or(Ttl::from_secs(7 * 24 * 3600)),
             jwt_issuers,
             limits: self.limits.unwrap_or_default().resolve()?,
+            metrics_listen: self.metrics_listen,
             data_dir,
             ca,
         })
@@ -301,6 +305,8 @@ pub struct Settings {
     pub token_retention: Ttl,
     /// Trusted platform-JWT issuers.
     pub jwt_issuers: Vec<JwtIssuerSettings>,
+    /// The metrics endpoint's address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// The CA's settings.
     pub ca: CaSettings,
     /// Abuse limits.

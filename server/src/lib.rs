@@ -10,9 +10,11 @@ mod commit;
 mod config;
 mod convert;
 mod error;
+mod health;
 mod identity;
 mod istio;
 pub mod limits;
+mod metrics;
 mod peers;
 mod platform;
 mod renewal;
@@ -42,6 +44,7 @@ use writ_proto::v1::ca_server::CaServer;
 
 pub use config::{JwtIssuerConfig, MappingKind, ServerConfig, Settings, default_data_dir};
 pub use error::Error;
+pub use health::CA_SERVICE;
 pub use platform::JwtIssuerSettings;
 
 use state::Shared;
@@ -53,6 +56,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Running {
     /// The bound gRPC address (resolves port 0).
     pub addr: SocketAddr,
+    /// The bound metrics endpoint (`--metrics-listen`), if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     /// The admin socket.
     pub admin_socket: PathBuf,
     /// The data directory.
@@ -105,6 +110,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         .map_err(|e| Error::io("reading the bound address", e))?;
 
     let (bundle_tx, _) = watch::channel(authority.bundle());
+    let (health, health_service) = health::Health::new()?;
     let shared = Arc::new(Shared {
         authority: authority.clone(),
         bootstrap: Arc::new(bootstrap),
@@ -118,7 +124,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         platform,
         committer: commit::Committer::start(authority.store().clone()),
         auth_limit: limits::AuthLimiter::new(&settings.limits),
+        metrics: Arc::new(metrics::ServerMetrics::new()),
+        health,
     });
+    // Serve a verdict from the first request on, not "unknown" for the first interval.
+    health::Health::check(&shared).await;
+    let metrics_addr = metrics::start(&shared, shutdown.clone()).await?;
 
     let admin_incoming = admin::listen(&settings.admin_socket)?;
     let max_request = settings.limits.max_request_bytes;
@@ -143,11 +154,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
             IstioCertificateServiceServer::new(istio::IstioService::new(shared.clone()))
                 .max_decoding_message_size(max_request),
         )
+        .add_service(health_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     tokio::spawn(renewal::run(shared.clone(), shutdown.clone()));
     tokio::spawn(rotation::drive(shared.clone(), shutdown.clone()));
     tokio::spawn(renewal::prune_tokens(shared.clone(), shutdown.clone()));
+    tokio::spawn(health::run(shared.clone(), shutdown.clone()));
 
     let admin_socket = settings.admin_socket.clone();
     let done = tokio::spawn(async move {
@@ -160,6 +173,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
 
     Ok(Running {
         addr,
+        metrics_addr,
         admin_socket: settings.admin_socket.clone(),
         data_dir: settings.data_dir.clone(),
         root_fingerprint: authority.root_fingerprint()?,

@@ -197,6 +197,16 @@ impl Shared {
     }
 }
 
+impl Credential {
+    /// How this credential authenticates its caller, for metrics.
+    fn method(&self) -> AuthMethod {
+        match self {
+            Credential::Proven(caller) => caller.method,
+            Credential::Token(_) => AuthMethod::Token,
+        }
+    }
+}
+
 /// The token from an `authorization: Bearer <token>` value. Refusals never echo the value.
 fn bearer(value: &MetadataValue<Ascii>) -> Result<SecretToken, Status> {
     let refuse = || {
@@ -214,15 +224,17 @@ fn bearer(value: &MetadataValue<Ascii>) -> Result<SecretToken, Status> {
 
 type BundleStream = Pin<Box<dyn Stream<Item = Result<v1::TrustBundle, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Ca for CaService {
-    async fn sign(
+impl CaService {
+    /// Sign's work; notes in `method` how the caller authenticated, once it is known.
+    async fn sign_as(
         &self,
         req: Request<v1::SignRequest>,
+        method: &mut Option<AuthMethod>,
     ) -> Result<Response<v1::SignResponse>, Status> {
         let peer = crate::limits::peer_ip(&req);
         let credential =
             (self.shared.auth_limit).guard(peer, None, || self.shared.authenticate(&req))?;
+        *method = Some(credential.method());
         let r = req.into_inner();
         let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
         let caller = match credential {
@@ -261,6 +273,22 @@ impl Ca for CaService {
             }
         }
     }
+}
+
+#[tonic::async_trait]
+impl Ca for CaService {
+    async fn sign(
+        &self,
+        req: Request<v1::SignRequest>,
+    ) -> Result<Response<v1::SignResponse>, Status> {
+        let started = self.shared.metrics.sign_started();
+        let presented = crate::metrics::presented(&req);
+        let mut method = None;
+        let result = self.sign_as(req, &mut method).await;
+        let metrics = &self.shared.metrics;
+        metrics.sign_finished(started, method, presented, &result);
+        result
+    }
 
     async fn get_bundle(
         &self,
@@ -277,8 +305,12 @@ impl Ca for CaService {
         &self,
         _req: Request<v1::GetBundleRequest>,
     ) -> Result<Response<Self::WatchBundleStream>, Status> {
-        let stream =
-            WatchStream::new(self.shared.bundle_tx.subscribe()).map(|b| Ok(convert::bundle(&b)));
+        let watching = self.shared.metrics.watcher();
+        let stream = WatchStream::new(self.shared.bundle_tx.subscribe()).map(move |b| {
+            // The guard lives as long as the stream: the gauge drops when the client goes.
+            let _ = &watching;
+            Ok(convert::bundle(&b))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

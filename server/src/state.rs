@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     /// Failed authentications per address and per bootstrap token: every authentication
     /// path runs its check through `auth_limit.guard`.
     pub auth_limit: crate::limits::AuthLimiter,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
+    /// The signing self-test's verdict and the gRPC health service's reporter.
+    pub health: crate::health::Health,
 }
 
 impl Shared {

@@ -78,6 +78,10 @@ struct RunArgs {
     /// Requested certificate lifetime [default: the server's default].
     #[arg(long)]
     ttl: Option<Ttl>,
+    /// Serve Prometheus metrics (/metrics) and readiness (/healthz: a valid certificate is
+    /// held) over plain HTTP on this address; the bound address is in `writ agent status`.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -99,7 +103,7 @@ struct StatusArgs {
     #[arg(long)]
     out_dir: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
@@ -124,6 +128,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let server = a
         .server
         .or(file.server)
+        .or_else(|| crate::cli_defaults::server().map(str::to_owned))
         .context("--server HOST:PORT is required")?;
     let out_dir = a
         .out_dir
@@ -176,6 +181,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         schedule,
         key_type: a.key_type.or(file.key_type).unwrap_or(KeyType::EcP256),
         ttl: a.ttl.or(file.ttl).map(Ttl::duration),
+        metrics_listen: a.metrics_listen.or(file.metrics_listen),
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -249,6 +255,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             "bundle_roots": roots,
             "last_error": st.as_ref().and_then(|s| s.last_error.clone()),
             "agent_pid": st.as_ref().map(|s| s.pid),
+            "metrics_listen": st.as_ref().and_then(|s| s.metrics_listen.clone()),
         }))?,
         Format::Text => {
             println!("SPIFFE ID:     {}", leaf.spiffe_id()?);
@@ -276,6 +283,9 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                         "last error:    {}",
                         s.last_error.as_deref().unwrap_or("none")
                     );
+                    if let Some(m) = &s.metrics_listen {
+                        println!("metrics:       http://{m}/metrics");
+                    }
                 }
                 None => println!("agent:         no status file (agent not started here)"),
             }

@@ -16,7 +16,7 @@ type Admin = writ_proto::admin::admin_client::AdminClient<tonic::transport::Chan
 #[derive(ClapArgs)]
 pub struct Args {
     /// The writ server, host:port.
-    #[arg(long, env = "WRIT_SERVER")]
+    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server())]
     server: String,
     /// renew: long-lived connections; handshake: a new mTLS connection per renewal;
     /// bootstrap: mint tokens first, then exchange them; watch: hold --watchers
@@ -48,7 +48,7 @@ pub struct Args {
     #[command(flatten)]
     target: AdminTarget,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

@@ -13,7 +13,7 @@ use crate::output::{self, Format};
 #[derive(ClapArgs)]
 pub struct Args {
     /// The writ server, host:port. The token pins its root, so any address reaching it works.
-    #[arg(long, env = "WRIT_SERVER")]
+    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server())]
     server: String,
     /// File holding the token from `writ token create`; deleted once redeemed. Not read
     /// when the out dir already holds an unexpired certificate.
@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, default_value = "ec-p256")]
     key_type: KeyType,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

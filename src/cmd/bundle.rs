@@ -34,7 +34,7 @@ pub struct ShowArgs {
     #[command(flatten)]
     target: AdminTarget,
     /// Output format (json wraps the PEM with the bundle's metadata).
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

@@ -23,7 +23,7 @@ pub struct InspectArgs {
     /// A PEM file with one or more certificates.
     file: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

@@ -1,6 +1,6 @@
 //! `writ config check`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -13,6 +13,26 @@ use crate::output::{self, Format};
 pub enum Command {
     /// Report what is insecure or risky in a server or agent config (exit 0 clean, 1 warnings, 2 errors).
     Check(CheckArgs),
+    /// Print the CLI's effective defaults (server, data dir, admin socket, output) and
+    /// where each comes from: flag, environment, cli.toml or built-in.
+    ShowDefaults(ShowDefaultsArgs),
+}
+
+/// `writ config show-defaults` flags: pass any to see how a flag would win.
+#[derive(Args)]
+pub struct ShowDefaultsArgs {
+    /// As `--server` of the commands that take it.
+    #[arg(long)]
+    server: Option<String>,
+    /// As `--data-dir` of the admin commands.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// As `--admin-socket` of the admin commands.
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    output: Option<Format>,
 }
 
 /// Which kind of config a file is.
@@ -36,13 +56,16 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t)]
     kind: Kind,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
 /// Runs a config command; returns the process exit code.
 pub fn run(c: Command) -> anyhow::Result<u8> {
-    let Command::Check(a) = c;
+    let a = match c {
+        Command::Check(a) => a,
+        Command::ShowDefaults(a) => return show_defaults(a).map(|()| 0),
+    };
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let agent = match a.kind {
@@ -81,4 +104,134 @@ pub fn run(c: Command) -> anyhow::Result<u8> {
         }
     }
     Ok(exit_code(&findings))
+}
+
+/// One effective default and where it came from.
+#[derive(serde::Serialize)]
+struct Effective {
+    value: Option<String>,
+    source: String,
+}
+
+fn show_defaults(a: ShowDefaultsArgs) -> anyhow::Result<()> {
+    let loaded = crate::cli_defaults::get();
+    let file = &loaded.values;
+    let file_source = || match &loaded.path {
+        Some(p) => p.display().to_string(),
+        None => "cli.toml".into(),
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let pick = |flag: Option<String>,
+                var: Option<&str>,
+                from_file: Option<String>,
+                builtin: Option<String>| {
+        if let Some(v) = flag {
+            return Effective {
+                value: Some(v),
+                source: "flag".into(),
+            };
+        }
+        if let Some((name, v)) = var.and_then(|n| env(n).map(|v| (n, v))) {
+            return Effective {
+                value: Some(v),
+                source: format!("env {name}"),
+            };
+        }
+        if let Some(v) = from_file {
+            return Effective {
+                value: Some(v),
+                source: file_source(),
+            };
+        }
+        Effective {
+            value: builtin,
+            source: "built-in".into(),
+        }
+    };
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let server = pick(a.server, Some("WRIT_SERVER"), file.server.clone(), None);
+    let data_dir = pick(
+        path(&a.data_dir),
+        Some("WRIT_DATA_DIR"),
+        path(&file.data_dir),
+        writ_server::default_data_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
+    );
+    // As `AdminTarget::socket` resolves it: an explicit socket (flag or env), else an
+    // explicit data dir's socket, else cli.toml's socket, else <data dir>/admin.sock.
+    let explicit = |e: &Effective| e.source == "flag" || e.source.starts_with("env ");
+    let socket = pick(
+        path(&a.admin_socket),
+        Some("WRIT_ADMIN_SOCKET"),
+        path(&file.admin_socket),
+        None,
+    );
+    let admin_socket = if explicit(&socket) || (socket.value.is_some() && !explicit(&data_dir)) {
+        socket
+    } else {
+        Effective {
+            value: data_dir
+                .value
+                .as_ref()
+                .map(|d| Path::new(d).join("admin.sock").display().to_string()),
+            source: format!("<data_dir>/admin.sock, data_dir from {}", data_dir.source),
+        }
+    };
+    let format_name = |f: Format| match f {
+        Format::Text => "text".to_owned(),
+        Format::Json => "json".to_owned(),
+    };
+    let output_format = a.output.or(file.output).unwrap_or_default();
+    let output = pick(
+        a.output.map(format_name),
+        None,
+        file.output.map(format_name),
+        Some("text".into()),
+    );
+    let entries = [
+        ("server", server),
+        ("data_dir", data_dir),
+        ("admin_socket", admin_socket),
+        ("output", output),
+    ];
+    match output_format {
+        Format::Json => {
+            let mut doc = serde_json::Map::new();
+            doc.insert(
+                "file".into(),
+                serde_json::json!(
+                    crate::cli_defaults::location().map(|(p, _)| p.display().to_string())
+                ),
+            );
+            doc.insert(
+                "file_loaded".into(),
+                serde_json::json!(loaded.path.is_some()),
+            );
+            for (k, e) in entries {
+                doc.insert(k.into(), serde_json::to_value(e)?);
+            }
+            output::json(&doc)?;
+        }
+        Format::Text => {
+            match &loaded.path {
+                Some(p) => println!("defaults file: {}", p.display()),
+                None => println!(
+                    "defaults file: none ({})",
+                    crate::cli_defaults::location().map_or("no HOME".into(), |(p, _)| format!(
+                        "{} does not exist",
+                        p.display()
+                    ))
+                ),
+            }
+            for (k, e) in entries {
+                println!(
+                    "{k:<13} {:<40} ({})",
+                    e.value.as_deref().unwrap_or("-"),
+                    e.source
+                );
+            }
+        }
+    }
+    Ok(())
 }

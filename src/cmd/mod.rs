@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cert;
 pub mod certs;
 pub mod config;
+pub mod healthcheck;
 pub mod identity;
 pub mod renew;
 pub mod root;

@@ -13,7 +13,7 @@ use crate::output::{self, Format};
 #[derive(ClapArgs)]
 pub struct Args {
     /// The writ server, host:port.
-    #[arg(long, env = "WRIT_SERVER")]
+    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server())]
     server: String,
     /// Directory holding cert.pem, key.pem and bundle.pem; replaced as a set on success.
     #[arg(long)]
@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long)]
     ttl: Option<Ttl>,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

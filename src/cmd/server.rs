@@ -64,11 +64,15 @@ pub struct Args {
     /// (repeatable; for trust-domain migrations).
     #[arg(long = "trust-domain-alias")]
     trust_domain_aliases: Vec<TrustDomain>,
+    /// Serve Prometheus metrics (/metrics) and readiness (/healthz, /readyz) over plain
+    /// HTTP on this address (port 0 picks one) [default: off].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the start-up summary as text or JSON.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
@@ -96,6 +100,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         token_retention: a.token_retention,
         trust_domain_aliases: (!a.trust_domain_aliases.is_empty())
             .then_some(a.trust_domain_aliases),
+        metrics_listen: a.metrics_listen,
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;
@@ -109,6 +114,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "{}",
             json!({
                 "listen": running.addr.to_string(),
+                "metrics_listen": running.metrics_addr.map(|a| a.to_string()),
                 "data_dir": running.data_dir,
                 "admin_socket": running.admin_socket,
                 "trust_domain": td.to_string(),
@@ -128,6 +134,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             println!("  data dir:      {}", running.data_dir.display());
             println!("  listening on:  {}", running.addr);
             println!("  admin socket:  {}", running.admin_socket.display());
+            if let Some(m) = running.metrics_addr {
+                println!("  metrics:       http://{m}/metrics");
+            }
             println!("  trust domain:  {td}");
             println!("  root sha256:   {}", running.root_fingerprint);
         }

@@ -35,7 +35,7 @@ pub struct CreateArgs {
     #[command(flatten)]
     target: AdminTarget,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
@@ -45,7 +45,7 @@ pub struct ListArgs {
     #[command(flatten)]
     target: AdminTarget,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 
@@ -57,7 +57,7 @@ pub struct RevokeArgs {
     #[command(flatten)]
     target: AdminTarget,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

@@ -39,7 +39,7 @@ pub struct MintArgs {
     #[command(flatten)]
     target: AdminTarget,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
 }
 

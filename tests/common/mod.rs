@@ -25,6 +25,8 @@ pub struct Server {
     pub root_fingerprint: String,
     /// Trust domain.
     pub trust_domain: String,
+    /// The metrics endpoint, when started with `--metrics-listen`.
+    pub metrics_addr: Option<String>,
 }
 
 impl Server {
@@ -63,6 +65,7 @@ impl Server {
             admin_socket: PathBuf::from(v["admin_socket"].as_str().unwrap()),
             root_fingerprint: v["root_fingerprint"].as_str().unwrap().to_owned(),
             trust_domain: v["trust_domain"].as_str().unwrap().to_owned(),
+            metrics_addr: v["metrics_listen"].as_str().map(str::to_owned),
         }
     }
 
@@ -175,4 +178,38 @@ pub fn openssl_verify(bundle: &Path, chain: &Path) -> bool {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     }
     out.status.success()
+}
+
+/// `GET path` over plain HTTP/1.1 on `addr`: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// The value of the sample `name{labels}` (labels exactly as printed, e.g.
+/// `method="mtls",result="ok"`; empty for none) in a Prometheus text page.
+pub fn metric(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let want = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        (key == want).then(|| value.parse().ok())?
+    })
 }

@@ -1,0 +1,285 @@
+//! The server's Prometheus metrics and its `--metrics-listen` endpoint.
+//!
+//! Names follow what operators already alert on for Istio's CA (`citadel_server_*`) and
+//! step-ca (`step_ca_*`) with a `writ_server_` prefix; docs/metrics.md maps one to the other.
+//! Labels are bounded: an authentication method (`writ_ca::AuthMethod::as_str`, so a new
+//! method shows up without touching this file), a gRPC result, a key type, a CA
+//! certificate's name. Never a SPIFFE ID or serial.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+use writ_ca::{AuthMethod, CertInfo};
+use writ_metrics::prometheus_client::metrics::counter::Counter;
+use writ_metrics::prometheus_client::metrics::family::Family;
+use writ_metrics::prometheus_client::metrics::gauge::Gauge;
+use writ_metrics::prometheus_client::metrics::histogram::Histogram;
+use writ_metrics::prometheus_client::registry::{Registry, Unit};
+use writ_metrics::{Exposition, Readiness};
+use writ_proto::v1::SignResponse;
+
+use crate::Error;
+use crate::state::Shared;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Signing latency buckets, seconds: an EC signature is tens of microseconds, a durable
+/// record waits for an fsync (milliseconds), RSA-4096 keys take tens of milliseconds.
+const SIGN_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The label for a caller whose credential could not even be classified.
+const METHOD_NONE: &str = "none";
+
+/// Every metric the server exports.
+pub(crate) struct ServerMetrics {
+    sign_requests: Family<Labels, Counter>,
+    sign_duration: Family<Labels, Histogram>,
+    certs_issued: Family<Labels, Counter>,
+    token_exchanges: Family<Labels, Counter>,
+    auth_failures: Family<Labels, Counter>,
+    bundle_watchers: Gauge,
+    root_expiry: Family<Labels, Gauge>,
+    intermediate_expiry: Family<Labels, Gauge>,
+    ready: Gauge,
+    registry: std::sync::Mutex<Option<Registry>>,
+}
+
+impl ServerMetrics {
+    /// Creates the families and registers them.
+    pub(crate) fn new() -> Self {
+        let m = ServerMetrics {
+            sign_requests: Family::default(),
+            sign_duration: Family::new_with_constructor(|| {
+                Histogram::new(SIGN_BUCKETS.iter().copied())
+            }),
+            certs_issued: Family::default(),
+            token_exchanges: Family::default(),
+            auth_failures: Family::default(),
+            bundle_watchers: Gauge::default(),
+            root_expiry: Family::default(),
+            intermediate_expiry: Family::default(),
+            ready: Gauge::default(),
+            registry: std::sync::Mutex::new(None),
+        };
+        let mut r = Registry::default();
+        r.register(
+            "writ_server_sign_requests",
+            "Sign requests by authentication method and result (ok or the gRPC code)",
+            m.sign_requests.clone(),
+        );
+        r.register_with_unit(
+            "writ_server_sign_duration",
+            "Time to answer a Sign request, by authentication method",
+            Unit::Seconds,
+            m.sign_duration.clone(),
+        );
+        r.register(
+            "writ_server_certs_issued",
+            "Certificates issued over the Ca service, by subject key type",
+            m.certs_issued.clone(),
+        );
+        r.register(
+            "writ_server_token_exchanges",
+            "Credential-for-certificate exchanges (bootstrap tokens, JWTs) by method and result",
+            m.token_exchanges.clone(),
+        );
+        r.register(
+            "writ_server_authentication_failures",
+            "Sign requests refused as UNAUTHENTICATED, by the method presented",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "writ_server_bundle_watchers",
+            "WatchBundle streams currently open",
+            m.bundle_watchers.clone(),
+        );
+        r.register_with_unit(
+            "writ_server_root_cert_expiry_timestamp",
+            "notAfter of each root (and cross-signed root) in the bundle, Unix time",
+            Unit::Seconds,
+            m.root_expiry.clone(),
+        );
+        r.register_with_unit(
+            "writ_server_intermediate_cert_expiry_timestamp",
+            "notAfter of each intermediate and chain CA certificate, Unix time",
+            Unit::Seconds,
+            m.intermediate_expiry.clone(),
+        );
+        r.register(
+            "writ_server_ready",
+            "1 when the last signing self-test passed, else 0",
+            m.ready.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        m
+    }
+
+    /// When a Sign request arrives.
+    pub(crate) fn sign_started(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Records a finished Sign request: `method` is how the caller authenticated, or
+    /// `None` when authentication itself failed (then labelled by what was presented).
+    pub(crate) fn sign_finished(
+        &self,
+        started: Instant,
+        method: Option<AuthMethod>,
+        presented: &'static str,
+        result: &Result<Response<SignResponse>, Status>,
+    ) {
+        let method = method.map_or(presented, AuthMethod::as_str);
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(s) => code_label(s.code()),
+        };
+        let labels = vec![
+            ("method", method.to_owned()),
+            ("result", outcome.to_owned()),
+        ];
+        self.sign_requests.get_or_create(&labels).inc();
+        self.sign_duration
+            .get_or_create(&vec![("method", method.to_owned())])
+            .observe(started.elapsed().as_secs_f64());
+        if !matches!(method, "mtls" | "admin" | "internal" | METHOD_NONE) {
+            self.token_exchanges.get_or_create(&labels).inc();
+        }
+        match result {
+            Ok(r) => {
+                let key_type = r
+                    .get_ref()
+                    .chain
+                    .first()
+                    .and_then(|der| CertInfo::parse(der).ok())
+                    .and_then(|c| c.key_type)
+                    .map_or("unknown", |k| k.mnemonic());
+                self.certs_issued
+                    .get_or_create(&vec![("key_type", key_type.to_owned())])
+                    .inc();
+            }
+            Err(s) if s.code() == Code::Unauthenticated => {
+                self.auth_failures
+                    .get_or_create(&vec![("method", method.to_owned())])
+                    .inc();
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Counts an open WatchBundle stream for as long as the guard lives.
+    pub(crate) fn watcher(self: &Arc<Self>) -> WatcherGuard {
+        self.bundle_watchers.inc();
+        WatcherGuard(self.clone())
+    }
+
+    /// Publishes the signing self-test's verdict.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Sets the expiry gauges from the CA's certificates now, dropping retired ones.
+    fn refresh_expiries(&self, shared: &Shared) {
+        self.root_expiry.clear();
+        self.intermediate_expiry.clear();
+        for (name, not_after) in shared.authority.expiries() {
+            let family = if name.contains(" root") {
+                &self.root_expiry
+            } else {
+                &self.intermediate_expiry
+            };
+            family
+                .get_or_create(&vec![("cert", name)])
+                .set(unix_seconds(not_after));
+        }
+    }
+}
+
+/// What a request presented, for labelling requests that failed to authenticate.
+pub(crate) fn presented<T>(req: &Request<T>) -> &'static str {
+    if req.metadata().get("authorization").is_some() {
+        "bearer"
+    } else if req.peer_certs().is_some_and(|c| !c.is_empty()) {
+        "mtls"
+    } else {
+        METHOD_NONE
+    }
+}
+
+/// Decrements the watcher gauge when a WatchBundle stream ends.
+pub(crate) struct WatcherGuard(Arc<ServerMetrics>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.bundle_watchers.dec();
+    }
+}
+
+/// Starts the metrics endpoint on `shared.settings.metrics_listen`, if set; returns the
+/// bound address.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<Option<std::net::SocketAddr>, Error> {
+    let Some(addr) = shared.settings.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = writ_metrics::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("binding --metrics-listen {addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the metrics address", e))?;
+    let registry = shared
+        .metrics
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| Error::Config("the metrics endpoint was started twice".into()))?;
+    let for_ready = shared.clone();
+    let ready: Readiness = Box::new(move || for_ready.health.verdict());
+    let for_scrape = shared.clone();
+    let exposition = Exposition::new(registry, ready).before_scrape(Box::new(move || {
+        for_scrape.metrics.refresh_expiries(&for_scrape)
+    }));
+    tokio::spawn(writ_metrics::serve(
+        listener,
+        Arc::new(exposition),
+        shutdown,
+    ));
+    tracing::info!(%bound, "metrics and readiness on http://{bound}/metrics, /healthz");
+    Ok(Some(bound))
+}
+
+/// gRPC codes as Prometheus label values (`permission_denied`).
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Seconds since the epoch, for gauges.
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
