@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
-use writ_agent::client::{ServerTrust, connect};
+use writ_agent::client::{ServerTrust, channel, client_config, connect};
 use writ_ca::{CertInfo, PrivateKey, SpiffeId, build_csr};
 use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{SignRequest, SignResponse};
@@ -40,6 +40,18 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
             clients.push(connect(&opts.server, trust.clone(), opts.identity.as_ref()).await?);
         }
     }
+    // One TLS configuration for every fresh connection: as a fleet of agents each parses
+    // its own key once, the load generator should not pay that per connection.
+    // Resumption is off so every connection is a full handshake with a certificate.
+    let tls = {
+        let identity = match opts.mode {
+            Mode::Bootstrap => None,
+            _ => opts.identity.as_ref(),
+        };
+        let mut config = client_config(trust.clone(), identity)?;
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    };
     let done = Arc::new(AtomicU64::new(0));
     let next_token = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -61,15 +73,9 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
     for w in 0..opts.concurrency {
         let client = clients.get(w % clients.len().max(1)).cloned();
         let ctx = Worker {
+            tls: tls.clone(),
             mode: opts.mode,
             server: opts.server.clone(),
-            trust: trust.clone(),
-            identity: opts
-                .identity
-                .as_ref()
-                .map(|i| i.try_clone())
-                .transpose()
-                .map_err(writ_agent::Error::from)?,
             jobs: jobs.clone(),
             done: done.clone(),
             next_token: next_token.clone(),
@@ -157,10 +163,9 @@ fn trust(opts: &BenchOptions) -> Result<ServerTrust, Error> {
 }
 
 struct Worker {
+    tls: Arc<rustls::ClientConfig>,
     mode: Mode,
     server: String,
-    trust: ServerTrust,
-    identity: Option<writ_agent::files::Identity>,
     jobs: Arc<Vec<Job>>,
     done: Arc<AtomicU64>,
     next_token: Arc<AtomicUsize>,
@@ -183,18 +188,8 @@ impl Worker {
             let started = Instant::now();
             let result = match (&self.mode, &client) {
                 (Mode::Renew, Some(c)) => sign(c.clone(), &job).await,
-                _ => match connect(
-                    &self.server,
-                    self.trust.clone(),
-                    if job.token.is_some() {
-                        None
-                    } else {
-                        self.identity.as_ref()
-                    },
-                )
-                .await
-                {
-                    Ok(c) => sign(c, &job).await,
+                _ => match channel(&self.server, (*self.tls).clone()).await {
+                    Ok(c) => sign(CaClient::new(c), &job).await,
                     Err(_) => Err("connect".to_owned()),
                 },
             };

@@ -143,5 +143,10 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // Agents hold one long-lived connection each and never resume: session tickets on
+    // every handshake would be work and state for nothing, and writ wants every
+    // connection to present its client certificate afresh.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
