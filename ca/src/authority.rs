@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::generation::{StoredGeneration, Validity, unix, whole_seconds};
 use crate::issuer::sign_leaf;
+use crate::seal::Sealer;
 use crate::store::{IssuanceRecord, Store};
 use crate::ttl::{OverMax, TtlBounds};
 use crate::verify::{Usage, VerifiedPeer, verify_chain};
@@ -19,8 +20,10 @@ use crate::{
 const STATE_TREE: &str = "ca";
 const STATE_KEY: &[u8] = b"state";
 /// 2 added rotation: the `previous` state, optional keys (imported roots, retired
-/// generations), imported chains and cross-signed roots. Version 1 states load as is.
-const STATE_VERSION: u32 = 2;
+/// generations), imported chains and cross-signed roots. 3 added sealed keys
+/// (`sealed_key`), which an older writ would mistake for absent keys. Earlier states load
+/// as is.
+const STATE_VERSION: u32 = 3;
 
 /// How the CA is set up; fixed for the life of the process.
 #[derive(Clone, Debug)]
@@ -181,16 +184,43 @@ pub struct Authority {
     settings: CaSettings,
     policy: Policy,
     store: Arc<dyn Store>,
+    sealer: Sealer,
     state: RwLock<State>,
 }
 
 impl Authority {
-    /// Loads the CA from `store`, or creates a root and intermediate on first start.
+    /// Loads the CA from `store`, or creates a root and intermediate on first start, with
+    /// private keys stored unencrypted (development mode; see [`Authority::open_sealed`]).
     /// Returns whether it created them.
     pub fn open(settings: CaSettings, store: Arc<dyn Store>) -> Result<(Self, bool), Error> {
+        Self::open_sealed(settings, store, Sealer::Plaintext)
+    }
+
+    /// Like [`Authority::open`], with private keys sealed by `sealer` (from
+    /// [`crate::seal::unlock`]) whenever they are written. Keys found unencrypted while a
+    /// KEK is in use (a CA started before it had a passphrase) are sealed at once.
+    pub fn open_sealed(
+        settings: CaSettings,
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+    ) -> Result<(Self, bool), Error> {
         let policy = Policy::new(settings.trust_domain.clone(), settings.ttl);
         let (state, created) = match store.get(STATE_TREE, STATE_KEY)? {
-            Some(bytes) => (decode_state(&bytes, &settings.trust_domain)?, false),
+            Some(bytes) => {
+                let (state, unsealed) = decode_state(&bytes, &settings.trust_domain, &sealer)?;
+                if unsealed > 0 {
+                    store.put(
+                        STATE_TREE,
+                        STATE_KEY,
+                        &encode_state(&state, &settings.trust_domain, &sealer)?,
+                    )?;
+                    tracing::warn!(
+                        keys = unsealed,
+                        "encrypted CA private keys that were stored unencrypted"
+                    );
+                }
+                (state, false)
+            }
             None => {
                 let g = Generation::create(
                     1,
@@ -207,7 +237,7 @@ impl Authority {
                 store.put(
                     STATE_TREE,
                     STATE_KEY,
-                    &encode_state(&state, &settings.trust_domain)?,
+                    &encode_state(&state, &settings.trust_domain, &sealer)?,
                 )?;
                 (state, true)
             }
@@ -217,6 +247,7 @@ impl Authority {
                 settings,
                 policy,
                 store,
+                sealer,
                 state: RwLock::new(state),
             },
             created,
@@ -653,7 +684,7 @@ impl Authority {
         self.store.put(
             STATE_TREE,
             STATE_KEY,
-            &encode_state(&next, &self.settings.trust_domain)?,
+            &encode_state(&next, &self.settings.trust_domain, &self.sealer)?,
         )?;
         *state = next;
         Ok(())
@@ -737,8 +768,12 @@ struct StoredState {
     generations: Vec<StoredGeneration>,
 }
 
-fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
-    let stored = StoredState {
+fn encode_state(
+    state: &State,
+    td: &TrustDomain,
+    sealer: &Sealer,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let mut stored = StoredState {
         version: STATE_VERSION,
         trust_domain: td.to_string(),
         bundle_sequence: state.bundle_sequence,
@@ -748,13 +783,20 @@ fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Ve
             .map(Generation::to_stored)
             .collect(),
     };
+    if let Some(kek) = sealer.kek() {
+        for g in &mut stored.generations {
+            g.seal_keys(td.as_str(), kek)?;
+        }
+    }
     serde_json::to_vec(&stored)
         .map(zeroize::Zeroizing::new)
         .map_err(|e| Error::Storage(e.to_string()))
 }
 
-fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
-    let stored: StoredState =
+/// Decodes the state, opening sealed keys; also returns how many keys were stored
+/// unencrypted although `sealer` holds a KEK.
+fn decode_state(bytes: &[u8], td: &TrustDomain, sealer: &Sealer) -> Result<(State, usize), Error> {
+    let mut stored: StoredState =
         serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("CA state: {e}")))?;
     if stored.version > STATE_VERSION {
         return Err(Error::Corrupt(format!(
@@ -768,15 +810,22 @@ fn decode_state(bytes: &[u8], td: &TrustDomain) -> Result<State, Error> {
             stored.trust_domain, stored.trust_domain
         )));
     }
+    let mut unsealed = 0;
+    for g in &mut stored.generations {
+        unsealed += g.open_keys(td.as_str(), sealer.kek())?;
+    }
     let generations = stored
         .generations
         .iter()
         .map(Generation::from_stored)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(State {
-        generations,
-        bundle_sequence: stored.bundle_sequence,
-    })
+    Ok((
+        State {
+            generations,
+            bundle_sequence: stored.bundle_sequence,
+        },
+        unsealed,
+    ))
 }
 
 #[cfg(test)]
@@ -802,7 +851,8 @@ mod tests {
             bundle_sequence: 1,
         };
         let mut v: serde_json::Value =
-            serde_json::from_slice(&encode_state(&state, &td).unwrap()).unwrap();
+            serde_json::from_slice(&encode_state(&state, &td, &Sealer::Plaintext).unwrap())
+                .unwrap();
         v["version"] = 1.into();
         for g in v["generations"].as_array_mut().unwrap() {
             let g = g.as_object_mut().unwrap();
@@ -815,7 +865,8 @@ mod tests {
                 assert!(cert["key"].is_string());
             }
         }
-        let loaded = decode_state(&serde_json::to_vec(&v).unwrap(), &td).unwrap();
+        let (loaded, _) =
+            decode_state(&serde_json::to_vec(&v).unwrap(), &td, &Sealer::Plaintext).unwrap();
         let (old, new) = (&state.generations[0], &loaded.generations[0]);
         assert_eq!(new.root.der, old.root.der);
         assert_eq!(new.intermediate.der, old.intermediate.der);
@@ -824,7 +875,7 @@ mod tests {
         assert!(!new.imported && new.chain.is_empty() && new.cross_signed.is_none());
 
         v["version"] = (STATE_VERSION + 1).into();
-        let newer = decode_state(&serde_json::to_vec(&v).unwrap(), &td);
+        let newer = decode_state(&serde_json::to_vec(&v).unwrap(), &td, &Sealer::Plaintext);
         assert!(matches!(newer, Err(Error::Corrupt(m)) if m.contains("newer writ")));
     }
 }

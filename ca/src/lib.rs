@@ -14,6 +14,7 @@ mod import;
 mod issuer;
 mod key;
 mod policy;
+pub mod seal;
 mod spiffe;
 pub mod store;
 pub mod ttl;
