@@ -14,6 +14,7 @@ use crate::claims::{Claims, audience, from_unix, is_expired, is_fingerprint, iss
 use crate::registry::{Loaded, Record, Registry, Stored};
 use crate::signer::TokenSigner;
 use crate::{Error, Jti, MAX_TOKEN_LEN, Result, SecretToken, TokenEntry, install_crypto_provider};
+use writ_ca::seal::Sealer;
 
 /// The most clock skew tolerated: more would quietly stretch every token's lifetime.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -96,11 +97,23 @@ pub struct Bootstrap {
 }
 
 impl Bootstrap {
-    /// Loads the token-signing key from `store`, creating it on first use.
+    /// Loads the token-signing key from `store`, creating it on first use, stored
+    /// unencrypted (development mode; see [`Bootstrap::open_sealed`]).
     pub fn open(
         store: Arc<dyn Store>,
         trust_domain: TrustDomain,
         settings: BootstrapSettings,
+    ) -> Result<Self> {
+        Self::open_sealed(store, trust_domain, settings, &Sealer::Plaintext)
+    }
+
+    /// Like [`Bootstrap::open`], with the token-signing key sealed by `sealer` (the CA's,
+    /// from [`writ_ca::seal::unlock`]); a key found unencrypted is sealed at once.
+    pub fn open_sealed(
+        store: Arc<dyn Store>,
+        trust_domain: TrustDomain,
+        settings: BootstrapSettings,
+        sealer: &Sealer,
     ) -> Result<Self> {
         if settings.default_ttl > settings.max_ttl {
             return Err(Error::InvalidInput(format!(
@@ -116,7 +129,7 @@ impl Bootstrap {
             )));
         }
         install_crypto_provider();
-        let signer = TokenSigner::load_or_create(store.as_ref())?;
+        let signer = TokenSigner::load_or_create(store.as_ref(), sealer, &trust_domain)?;
         Ok(Self {
             registry: Registry::new(store),
             signer,
