@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub token_retention: Option<Ttl>,
     /// How long a prepared root is published before it may be activated.
     pub root_propagation: Option<Ttl>,
+    /// File holding the passphrase the CA's private keys are encrypted under.
+    pub passphrase_file: Option<PathBuf>,
+    /// Development mode: without a passphrase, keep the keys unencrypted (logged).
+    pub dev: Option<bool>,
 }
 
 impl ServerConfig {
@@ -83,7 +87,9 @@ impl ServerConfig {
             token_ttl,
             token_max_ttl,
             token_retention,
-            root_propagation
+            root_propagation,
+            passphrase_file,
+            dev
         )
     }
 
@@ -158,6 +164,8 @@ impl ServerConfig {
                 .unwrap_or(Ttl::from_secs(7 * 24 * 3600)),
             data_dir,
             ca,
+            passphrase_file: self.passphrase_file,
+            dev: self.dev.unwrap_or(false),
         })
     }
 }
@@ -183,6 +191,10 @@ pub struct Settings {
     pub token_retention: Ttl,
     /// The CA's settings.
     pub ca: CaSettings,
+    /// The passphrase file (else `WRIT_PASSPHRASE`, else `dev`).
+    pub passphrase_file: Option<PathBuf>,
+    /// Development mode: unencrypted keys allowed.
+    pub dev: bool,
 }
 
 /// `$XDG_STATE_HOME/writ`, else `~/.local/state/writ`: a per-user default, so the server

@@ -6,6 +6,7 @@ mod admin;
 pub mod check;
 mod config;
 mod convert;
+pub mod custody;
 mod error;
 mod peers;
 mod renewal;
@@ -63,6 +64,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     // jsonwebtoken needs a process-wide crypto provider before any token is touched.
     writ_bootstrap::install_crypto_provider();
     prepare_data_dir(&settings.data_dir)?;
+    custody::check_paths(&settings)?;
+    let protection =
+        custody::key_protection(&settings, std::env::var(custody::PASSPHRASE_ENV).ok())?;
 
     let db_path = settings.data_dir.join("db");
     let ca_settings = settings.ca.clone();
@@ -74,9 +78,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let (authority, bootstrap, created) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(SledStore::open(&db_path)?);
         let td = ca_settings.trust_domain.clone();
-        let (authority, created) = Authority::open(ca_settings, store)?;
+        let (sealer, new_kek) = writ_ca::seal::unlock(store.as_ref(), protection)?;
+        if new_kek {
+            tracing::info!("private keys are now encrypted under the given passphrase");
+        }
+        let (authority, created) = Authority::open_sealed(ca_settings, store, sealer.clone())?;
         // Same store as the CA: token state lives (and is backed up) with the CA state.
-        let bootstrap = Bootstrap::open(authority.store().clone(), td, token_settings)?;
+        let bootstrap =
+            Bootstrap::open_sealed(authority.store().clone(), td, token_settings, &sealer)?;
         Ok::<_, Error>((authority, bootstrap, created))
     })
     .await

@@ -60,6 +60,16 @@ pub struct Args {
     /// How long used, revoked and expired token records are kept [default: 7d].
     #[arg(long)]
     token_retention: Option<Ttl>,
+    /// File holding the passphrase the CA's private keys are encrypted under (mode 0600);
+    /// else WRIT_PASSPHRASE is read.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// Development mode: with no passphrase, store the CA's keys UNENCRYPTED (logged).
+    #[arg(long)]
+    dev: bool,
+    /// Run even with effective uid 0 (containers, CI); otherwise root is refused.
+    #[arg(long)]
+    allow_root: bool,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -70,6 +80,7 @@ pub struct Args {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    writ_server::custody::refuse_root(a.allow_root)?;
     let file = match &a.config {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
@@ -90,6 +101,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         token_ttl: a.token_ttl,
         token_max_ttl: a.token_max_ttl,
         token_retention: a.token_retention,
+        passphrase_file: a.passphrase_file,
+        dev: a.dev.then_some(true),
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;
