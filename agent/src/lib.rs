@@ -8,10 +8,12 @@ pub mod config;
 mod error;
 pub mod files;
 mod hook;
+pub mod lock;
 pub mod renew;
 pub mod rotation;
 pub mod schedule;
 pub mod status;
+pub mod uninstall;
 pub mod workload;
 
 pub use error::Error;
