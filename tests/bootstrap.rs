@@ -598,6 +598,8 @@ fn no_log_or_error_carries_the_token() {
             "json",
             "--listen",
             "127.0.0.1:0",
+            "--dev",
+            "--allow-root",
             "--data-dir",
         ])
         .arg(&data)

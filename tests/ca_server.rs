@@ -448,10 +448,12 @@ fn admin_socket_refuses_other_users() {
     std::fs::create_dir(&sockdir).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&sockdir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let socket = sockdir.join("admin.sock");
     let socket_s = socket.display().to_string();
+    // The server refuses a socket directory others can reach: open it up after start.
+    std::fs::set_permissions(&sockdir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let server = Server::start(&tmp.path().join("data"), &["--admin-socket", &socket_s]);
+    std::fs::set_permissions(&sockdir, std::fs::Permissions::from_mode(0o777)).unwrap();
     // Loosen the socket's mode so the kernel lets `nobody` connect at all.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
 

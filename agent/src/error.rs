@@ -39,6 +39,9 @@ pub enum Error {
     /// Reading or writing identity files failed.
     #[error(transparent)]
     Files(#[from] crate::files::Error),
+    /// The out dir cannot be held (another agent runs on it) or cleaned up.
+    #[error("{0}")]
+    OutDir(String),
     /// A CA-core operation (key generation, parsing) failed.
     #[error(transparent)]
     Ca(#[from] writ_ca::Error),

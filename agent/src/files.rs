@@ -47,11 +47,11 @@ pub const BUNDLE_FILE: &str = "bundle.pem";
 pub const DATA_LINK: &str = "..data";
 
 /// The three files of a set, in the order they are written.
-const FILES: [&str; 3] = [CERT_FILE, KEY_FILE, BUNDLE_FILE];
+pub(crate) const FILES: [&str; 3] = [CERT_FILE, KEY_FILE, BUNDLE_FILE];
 /// Built beside `..data` and renamed over it, so the swap is one atomic rename.
-const DATA_TMP: &str = "..data_tmp";
+pub(crate) const DATA_TMP: &str = "..data_tmp";
 /// Prefix of the temporary symlinks renamed over plain files during an upgrade.
-const LINK_TMP_PREFIX: &str = "..tmp_";
+pub(crate) const LINK_TMP_PREFIX: &str = "..tmp_";
 /// Public material: readable by whoever may enter the out dir (its mode is the gate).
 const PUBLIC_MODE: u32 = 0o644;
 /// The private key is readable by the owner only, whatever the directory allows.
@@ -402,7 +402,7 @@ fn ensure_out_dir(dir: &Path) -> Result<(), Error> {
 
 /// Takes an exclusive advisory lock on the out dir itself (no lock file to leave behind);
 /// released when the returned handle drops.
-fn lock_dir(dir: &Path) -> Result<File, Error> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, Error> {
     let handle = File::open(dir).map_err(io_err("open", dir))?;
     rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io_err("lock", dir)(e.into()))?;
@@ -556,7 +556,7 @@ fn remove_old_versions(dir: &Path, keep: &str) -> Result<(), Error> {
 
 /// True for `..<digit>...`: the names [`new_version_dir`] makes, and nothing else a user
 /// could plausibly keep in the out dir.
-fn is_version_name(name: &OsStr) -> bool {
+pub(crate) fn is_version_name(name: &OsStr) -> bool {
     name.to_str().is_some_and(|s| {
         s.strip_prefix("..")
             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))

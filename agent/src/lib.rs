@@ -8,12 +8,14 @@ pub mod config;
 mod error;
 pub mod files;
 mod hook;
+pub mod lock;
 mod metrics;
 pub mod platform;
 pub mod renew;
 pub mod rotation;
 pub mod schedule;
 pub mod status;
+pub mod uninstall;
 pub mod workload;
 
 pub use error::Error;

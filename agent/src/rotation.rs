@@ -66,6 +66,14 @@ struct Agent {
 
 /// Runs the agent until `shutdown` or an error retrying cannot fix.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), Error> {
+    // Held until this function returns: one agent per out dir, and proof of life for
+    // `writ agent uninstall`.
+    let _lock = crate::lock::acquire(&opts.out_dir).map_err(|e| {
+        Error::OutDir(format!(
+            "holding {}: {e}",
+            crate::lock::path(&opts.out_dir).display()
+        ))
+    })?;
     let first = first_identity(&opts).await?;
     let id = first.spiffe_id()?;
     tracing::info!(spiffe_id = %id, serial = %first.leaf_info()?.serial, "identity in place");

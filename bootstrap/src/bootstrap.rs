@@ -14,6 +14,7 @@ use crate::claims::{Claims, audience, from_unix, is_expired, is_fingerprint, iss
 use crate::registry::{Loaded, Record, Registry, Stored};
 use crate::signer::TokenSigner;
 use crate::{Error, Jti, MAX_TOKEN_LEN, Result, SecretToken, TokenEntry, install_crypto_provider};
+use writ_ca::seal::Sealer;
 
 /// The most clock skew tolerated: more would quietly stretch every token's lifetime.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -27,6 +28,9 @@ pub struct BootstrapSettings {
     pub max_ttl: Ttl,
     /// Clock skew tolerated on `nbf` and `exp` (default 30 seconds).
     pub leeway: Duration,
+    /// Trust domains the CA served before a migration: a token-signing key sealed under
+    /// one of them is opened and re-sealed under the current trust domain.
+    pub previous_trust_domains: Vec<TrustDomain>,
 }
 
 impl Default for BootstrapSettings {
@@ -35,6 +39,7 @@ impl Default for BootstrapSettings {
             default_ttl: Ttl::from_secs(15 * 60),
             max_ttl: Ttl::from_secs(24 * 3600),
             leeway: Duration::from_secs(30),
+            previous_trust_domains: Vec::new(),
         }
     }
 }
@@ -96,11 +101,23 @@ pub struct Bootstrap {
 }
 
 impl Bootstrap {
-    /// Loads the token-signing key from `store`, creating it on first use.
+    /// Loads the token-signing key from `store`, creating it on first use, stored
+    /// unencrypted (development mode; see [`Bootstrap::open_sealed`]).
     pub fn open(
         store: Arc<dyn Store>,
         trust_domain: TrustDomain,
         settings: BootstrapSettings,
+    ) -> Result<Self> {
+        Self::open_sealed(store, trust_domain, settings, &Sealer::Plaintext)
+    }
+
+    /// Like [`Bootstrap::open`], with the token-signing key sealed by `sealer` (the CA's,
+    /// from [`writ_ca::seal::unlock`]); a key found unencrypted is sealed at once.
+    pub fn open_sealed(
+        store: Arc<dyn Store>,
+        trust_domain: TrustDomain,
+        settings: BootstrapSettings,
+        sealer: &Sealer,
     ) -> Result<Self> {
         if settings.default_ttl > settings.max_ttl {
             return Err(Error::InvalidInput(format!(
@@ -116,7 +133,12 @@ impl Bootstrap {
             )));
         }
         install_crypto_provider();
-        let signer = TokenSigner::load_or_create(store.as_ref())?;
+        let signer = TokenSigner::load_or_create(
+            store.as_ref(),
+            sealer,
+            &trust_domain,
+            &settings.previous_trust_domains,
+        )?;
         Ok(Self {
             registry: Registry::new(store),
             signer,

@@ -150,6 +150,10 @@ pub enum Error {
     /// A stored record or key is unreadable. gRPC: `INTERNAL`.
     #[error("stored bootstrap state is corrupt: {0}")]
     Corrupt(String),
+    /// The token-signing key is sealed and cannot be opened (no or another passphrase).
+    /// Only at start-up. gRPC: `INTERNAL`.
+    #[error("bootstrap token-signing key: {0}")]
+    Sealing(#[source] writ_ca::Error),
     /// Generating the token-signing key or signing failed. gRPC: `INTERNAL`.
     #[error("bootstrap token signing failed: {0}")]
     Signing(String),

@@ -8,6 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use writ_ca::TrustDomain;
+use writ_ca::seal::Sealer;
 use writ_ca::store::Store;
 use writ_ca::{CaSigningKey, KeyType, PrivateKey};
 use zeroize::Zeroizing;
@@ -28,24 +30,51 @@ pub(crate) struct TokenSigner {
 }
 
 impl TokenSigner {
-    /// Loads the key from `store`, generating and persisting it the first time.
-    pub fn load_or_create(store: &dyn Store) -> Result<Self> {
+    /// Loads the key from `store`, generating and persisting it the first time, stored
+    /// through `sealer` and bound (AAD) to the trust domain. A key bound to one of
+    /// `previous` (a trust-domain migration) is re-bound to `td`.
+    pub fn load_or_create(
+        store: &dyn Store,
+        sealer: &Sealer,
+        td: &TrustDomain,
+        previous: &[TrustDomain],
+    ) -> Result<Self> {
+        let aad_for =
+            |td: &TrustDomain| format!("writ bootstrap token-signing key v1|{td}").into_bytes();
+        let aad = aad_for(td);
         let pkcs8 = match store.get(KEY_TREE, KEY_NAME)? {
-            Some(der) => Zeroizing::new(der),
+            Some(stored) => {
+                let (der, reseal) = match sealer.open_bytes(&aad, &stored) {
+                    Ok((der, unsealed)) => (der, unsealed.then_some("it was stored unencrypted")),
+                    Err(e) => previous
+                        .iter()
+                        .find_map(|old| sealer.open_bytes(&aad_for(old), &stored).ok())
+                        .map(|(der, _)| (der, Some("the trust domain changed")))
+                        .ok_or(Error::Sealing(e))?,
+                };
+                if let Some(why) = reseal {
+                    let sealed = sealer.seal_bytes(&aad, &der).map_err(Error::Sealing)?;
+                    if store.compare_and_swap(KEY_TREE, KEY_NAME, Some(&stored), Some(&sealed))? {
+                        tracing::warn!(reason = why, "re-sealed the bootstrap token-signing key");
+                    }
+                }
+                der
+            }
             None => {
                 let fresh = PrivateKey::generate(KeyType::EcP256).map_err(|e| {
                     Error::Signing(format!("generating the token-signing key: {e}"))
                 })?;
                 let der = fresh.pkcs8_der();
+                let sealed = sealer.seal_bytes(&aad, der).map_err(Error::Sealing)?;
                 // Compare-and-swap, so two openers racing on one store settle on one key.
-                if store.compare_and_swap(KEY_TREE, KEY_NAME, None, Some(der))? {
+                if store.compare_and_swap(KEY_TREE, KEY_NAME, None, Some(&sealed))? {
                     tracing::info!("created the bootstrap token-signing key (ES256)");
                     Zeroizing::new(der.to_vec())
                 } else {
-                    let der = store.get(KEY_TREE, KEY_NAME)?.ok_or_else(|| {
+                    let stored = store.get(KEY_TREE, KEY_NAME)?.ok_or_else(|| {
                         Error::Corrupt("the token-signing key vanished while being created".into())
                     })?;
-                    Zeroizing::new(der)
+                    sealer.open_bytes(&aad, &stored).map_err(Error::Sealing)?.0
                 }
             }
         };

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::generation::{StoredGeneration, Validity, unix, whole_seconds};
 use crate::issuer::sign_leaf;
+use crate::seal::Sealer;
 use crate::store::{IssuanceRecord, Store};
 use crate::ttl::{OverMax, TtlBounds};
 use crate::verify::{Usage, VerifiedPeer, verify_chain};
@@ -19,8 +20,10 @@ use crate::{
 const STATE_TREE: &str = "ca";
 const STATE_KEY: &[u8] = b"state";
 /// 2 added rotation: the `previous` state, optional keys (imported roots, retired
-/// generations), imported chains and cross-signed roots. Version 1 states load as is.
-const STATE_VERSION: u32 = 2;
+/// generations), imported chains and cross-signed roots. 3 added sealed keys
+/// (`sealed_key`), which an older writ would mistake for absent keys. Earlier states load
+/// as is.
+const STATE_VERSION: u32 = 3;
 
 /// How the CA is set up; fixed for the life of the process.
 #[derive(Clone, Debug)]
@@ -200,26 +203,46 @@ pub struct Authority {
     settings: CaSettings,
     policy: Policy,
     store: Arc<dyn Store>,
+    sealer: Sealer,
     state: RwLock<State>,
     denied: crate::deny::DenyList,
 }
 
 impl Authority {
-    /// Loads the CA from `store`, or creates a root and intermediate on first start.
+    /// Loads the CA from `store`, or creates a root and intermediate on first start, with
+    /// private keys stored unencrypted (development mode; see [`Authority::open_sealed`]).
     /// Returns whether it created them.
     pub fn open(settings: CaSettings, store: Arc<dyn Store>) -> Result<(Self, bool), Error> {
+        Self::open_sealed(settings, store, Sealer::Plaintext)
+    }
+
+    /// Like [`Authority::open`], with private keys sealed by `sealer` (from
+    /// [`crate::seal::unlock`]) whenever they are written. Keys found unencrypted while a
+    /// KEK is in use (a CA started before it had a passphrase) are sealed at once.
+    pub fn open_sealed(
+        settings: CaSettings,
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+    ) -> Result<(Self, bool), Error> {
         let policy = Policy::new(settings.trust_domain.clone(), settings.ttl);
         let (state, created) = match store.get(STATE_TREE, STATE_KEY)? {
             Some(bytes) => {
-                let (state, stored_td) = decode_state(&bytes, &settings)?;
-                if stored_td != settings.trust_domain {
-                    // Adopt the data directory into the new trust domain once, durably, so
-                    // the migration does not depend on the alias staying configured.
+                let (state, stored_td, unsealed) = decode_state(&bytes, &settings, &sealer)?;
+                if stored_td != settings.trust_domain || unsealed > 0 {
+                    // Adopt a data directory of an alias into the new trust domain once,
+                    // durably (keys re-sealed under it), so the migration does not depend
+                    // on the alias staying configured; and seal keys stored unencrypted.
                     store.put(
                         STATE_TREE,
                         STATE_KEY,
-                        &encode_state(&state, &settings.trust_domain)?,
+                        &encode_state(&state, &settings.trust_domain, &sealer)?,
                     )?;
+                    if unsealed > 0 {
+                        tracing::warn!(
+                            keys = unsealed,
+                            "encrypted CA private keys that were stored unencrypted"
+                        );
+                    }
                 }
                 (state, false)
             }
@@ -239,7 +262,7 @@ impl Authority {
                 store.put(
                     STATE_TREE,
                     STATE_KEY,
-                    &encode_state(&state, &settings.trust_domain)?,
+                    &encode_state(&state, &settings.trust_domain, &sealer)?,
                 )?;
                 (state, true)
             }
@@ -250,6 +273,7 @@ impl Authority {
                 settings,
                 policy,
                 store,
+                sealer,
                 state: RwLock::new(state),
                 denied,
             },
@@ -822,7 +846,7 @@ impl Authority {
         self.store.put(
             STATE_TREE,
             STATE_KEY,
-            &encode_state(&next, &self.settings.trust_domain)?,
+            &encode_state(&next, &self.settings.trust_domain, &self.sealer)?,
         )?;
         *state = next;
         Ok(())
@@ -906,8 +930,12 @@ struct StoredState {
     generations: Vec<StoredGeneration>,
 }
 
-fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
-    let stored = StoredState {
+fn encode_state(
+    state: &State,
+    td: &TrustDomain,
+    sealer: &Sealer,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let mut stored = StoredState {
         version: STATE_VERSION,
         trust_domain: td.to_string(),
         bundle_sequence: state.bundle_sequence,
@@ -917,16 +945,26 @@ fn encode_state(state: &State, td: &TrustDomain) -> Result<zeroize::Zeroizing<Ve
             .map(Generation::to_stored)
             .collect(),
     };
+    if let Some(kek) = sealer.kek() {
+        for g in &mut stored.generations {
+            g.seal_keys(td.as_str(), kek)?;
+        }
+    }
     serde_json::to_vec(&stored)
         .map(zeroize::Zeroizing::new)
         .map_err(|e| Error::Storage(e.to_string()))
 }
 
-/// The stored state and the trust domain it was stored under (the configured one, or an
-/// alias being migrated from).
-fn decode_state(bytes: &[u8], settings: &CaSettings) -> Result<(State, TrustDomain), Error> {
+/// Decodes the state, opening sealed keys. Also returns the trust domain it was stored
+/// under (the configured one, or an alias being migrated from) and how many keys were
+/// stored unencrypted although `sealer` holds a KEK.
+fn decode_state(
+    bytes: &[u8],
+    settings: &CaSettings,
+    sealer: &Sealer,
+) -> Result<(State, TrustDomain, usize), Error> {
     let td = &settings.trust_domain;
-    let stored: StoredState =
+    let mut stored: StoredState =
         serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("CA state: {e}")))?;
     if stored.version > STATE_VERSION {
         return Err(Error::Corrupt(format!(
@@ -944,6 +982,12 @@ fn decode_state(bytes: &[u8], settings: &CaSettings) -> Result<(State, TrustDoma
             stored.trust_domain, stored.trust_domain
         )));
     }
+    // Keys are sealed bound to the trust domain they were stored under.
+    let stored_td = alias.unwrap_or(td).clone();
+    let mut unsealed = 0;
+    for g in &mut stored.generations {
+        unsealed += g.open_keys(stored_td.as_str(), sealer.kek())?;
+    }
     let generations = stored
         .generations
         .iter()
@@ -954,7 +998,8 @@ fn decode_state(bytes: &[u8], settings: &CaSettings) -> Result<(State, TrustDoma
             generations,
             bundle_sequence: stored.bundle_sequence,
         },
-        alias.unwrap_or(td).clone(),
+        stored_td,
+        unsealed,
     ))
 }
 
@@ -981,7 +1026,8 @@ mod tests {
             bundle_sequence: 1,
         };
         let mut v: serde_json::Value =
-            serde_json::from_slice(&encode_state(&state, &td).unwrap()).unwrap();
+            serde_json::from_slice(&encode_state(&state, &td, &Sealer::Plaintext).unwrap())
+                .unwrap();
         v["version"] = 1.into();
         for g in v["generations"].as_array_mut().unwrap() {
             let g = g.as_object_mut().unwrap();
@@ -995,7 +1041,12 @@ mod tests {
             }
         }
         let settings = CaSettings::new(td.clone());
-        let (loaded, _) = decode_state(&serde_json::to_vec(&v).unwrap(), &settings).unwrap();
+        let (loaded, _, _) = decode_state(
+            &serde_json::to_vec(&v).unwrap(),
+            &settings,
+            &Sealer::Plaintext,
+        )
+        .unwrap();
         let (old, new) = (&state.generations[0], &loaded.generations[0]);
         assert_eq!(new.root.der, old.root.der);
         assert_eq!(new.intermediate.der, old.intermediate.der);
@@ -1004,7 +1055,11 @@ mod tests {
         assert!(!new.imported && new.chain.is_empty() && new.cross_signed.is_none());
 
         v["version"] = (STATE_VERSION + 1).into();
-        let newer = decode_state(&serde_json::to_vec(&v).unwrap(), &settings);
+        let newer = decode_state(
+            &serde_json::to_vec(&v).unwrap(),
+            &settings,
+            &Sealer::Plaintext,
+        );
         assert!(matches!(newer, Err(Error::Corrupt(m)) if m.contains("newer writ")));
     }
 }

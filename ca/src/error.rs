@@ -129,6 +129,16 @@ pub enum Error {
         /// Its intermediate's notAfter.
         not_after: std::time::SystemTime,
     },
+    /// The passphrase does not open this CA's sealed keys; nothing was changed.
+    #[error(
+        "the passphrase does not open this CA's keys (they were sealed with another passphrase); nothing was changed. Give the passphrase this CA was started with (--passphrase-file or WRIT_PASSPHRASE), or restore the data directory from a backup"
+    )]
+    WrongPassphrase,
+    /// The CA's keys are sealed with a passphrase, but none was given.
+    #[error(
+        "this CA's private keys are encrypted with a passphrase but none was given; pass --passphrase-file FILE or set WRIT_PASSPHRASE (development mode cannot open an encrypted CA)"
+    )]
+    KeysSealed,
 }
 
 impl From<sled::Error> for Error {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::issuer::{IssuerRef, ca_subject, sign_ca};
+use crate::seal::Kek;
 use crate::{CaSigningKey, Error, KeyType, PrivateKey, TrustDomain};
 
 /// Where a generation is in its life: prepared → active → previous → retired.
@@ -182,6 +183,7 @@ impl CaCert {
                 .key
                 .as_ref()
                 .map(|k| Zeroizing::new(B64.encode(k.pkcs8_der()))),
+            sealed_key: None,
             cn: self.cn.clone(),
             key_id: hex::encode(&self.key_id),
             imported: self.imported,
@@ -494,10 +496,65 @@ pub(crate) struct StoredCaCert {
     der: String,
     /// Absent for an imported root and once retired (state version 2).
     key: Option<Zeroizing<String>>,
+    /// The key sealed under the KEK (`crate::seal`), in place of `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_key: Option<String>,
     cn: String,
     key_id: String,
     #[serde(default)]
     imported: bool,
+}
+
+impl StoredCaCert {
+    /// What a sealed key is bound to: trust domain, generation, role and certificate.
+    fn aad(&self, td: &str, generation: u64, role: &str) -> Vec<u8> {
+        let cert = crate::x509::sha256_hex(self.der.as_bytes());
+        format!("writ ca key v1|{td}|G{generation}|{role}|{cert}").into_bytes()
+    }
+
+    fn seal_key(&mut self, kek: &Kek, aad: &[u8]) -> Result<(), Error> {
+        if let Some(b64) = self.key.take() {
+            let der = Zeroizing::new(B64.decode(b64.as_bytes()).map_err(|_| {
+                Error::Corrupt(format!("CA certificate {}: key encoding", self.cn))
+            })?);
+            self.sealed_key = Some(kek.seal(aad, &der)?);
+        }
+        Ok(())
+    }
+
+    /// Opens a sealed key in place; returns whether an unencrypted key was found while a
+    /// KEK is in use (it must be re-sealed).
+    fn open_key(&mut self, kek: Option<&Kek>, aad: &[u8]) -> Result<bool, Error> {
+        match (self.sealed_key.take(), kek) {
+            (Some(sealed), Some(kek)) => {
+                let der = kek.open(aad, &sealed)?;
+                self.key = Some(Zeroizing::new(B64.encode(&*der)));
+                Ok(false)
+            }
+            (Some(_), None) => Err(Error::KeysSealed),
+            (None, kek) => Ok(kek.is_some() && self.key.is_some()),
+        }
+    }
+}
+
+impl StoredGeneration {
+    /// Seals both private keys under `kek` for storage.
+    pub(crate) fn seal_keys(&mut self, td: &str, kek: &Kek) -> Result<(), Error> {
+        let aad = self.root.aad(td, self.id, "root");
+        self.root.seal_key(kek, &aad)?;
+        let aad = self.intermediate.aad(td, self.id, "intermediate");
+        self.intermediate.seal_key(kek, &aad)
+    }
+
+    /// Opens both private keys; returns how many were stored unencrypted although a KEK
+    /// is in use.
+    pub(crate) fn open_keys(&mut self, td: &str, kek: Option<&Kek>) -> Result<usize, Error> {
+        let aad = self.root.aad(td, self.id, "root");
+        let root = self.root.open_key(kek, &aad)?;
+        let aad = self.intermediate.aad(td, self.id, "intermediate");
+        let intermediate = self.intermediate.open_key(kek, &aad)?;
+        Ok(usize::from(root) + usize::from(intermediate))
+    }
 }
 
 /// The persisted form of a generation.

@@ -16,6 +16,7 @@ mod import;
 mod issuer;
 mod key;
 mod policy;
+pub mod seal;
 mod spiffe;
 pub mod store;
 pub mod ttl;

@@ -66,6 +66,14 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
         }
     };
     let mut out = Vec::new();
+    if config.dev == Some(true) && config.passphrase_file.is_none() {
+        out.push(Finding::new(
+            Severity::Warning,
+            "dev",
+            "development mode: the CA's private keys are stored unencrypted",
+            "remove `dev = true` and set passphrase_file (or WRIT_PASSPHRASE)",
+        ));
+    }
     let max_ttl = config.max_ttl.map(|t| t.duration());
     if let Some(max) = max_ttl.filter(|m| *m > DAY) {
         out.push(Finding::new(
@@ -287,6 +295,11 @@ mod tests {
 
     #[test]
     fn each_risk_is_reported() {
+        assert_eq!(
+            subjects("dev = true"),
+            [(Severity::Warning, "dev".to_owned())]
+        );
+        assert!(subjects("dev = true\npassphrase_file = \"/etc/writ/passphrase\"").is_empty());
         assert_eq!(
             subjects("max_ttl = \"48h\""),
             [(Severity::Warning, "max_ttl".to_owned())]

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub limits: Option<crate::limits::LimitsConfig>,
     /// Serve Prometheus metrics and `/healthz` over plain HTTP here (off when unset).
     pub metrics_listen: Option<SocketAddr>,
+    /// File holding the passphrase the CA's private keys are encrypted under.
+    pub passphrase_file: Option<PathBuf>,
+    /// Development mode: without a passphrase, keep the keys unencrypted (logged).
+    pub dev: Option<bool>,
 }
 
 /// One `[[jwt_issuers]]` table.
@@ -177,7 +181,9 @@ impl ServerConfig {
             trust_domain_aliases,
             jwt_issuers,
             limits,
-            metrics_listen
+            metrics_listen,
+            passphrase_file,
+            dev
         )
     }
 
@@ -280,6 +286,8 @@ impl ServerConfig {
             metrics_listen: self.metrics_listen,
             data_dir,
             ca,
+            passphrase_file: self.passphrase_file,
+            dev: self.dev.unwrap_or(false),
         })
     }
 }
@@ -311,6 +319,10 @@ pub struct Settings {
     pub ca: CaSettings,
     /// Abuse limits.
     pub limits: crate::limits::Limits,
+    /// The passphrase file (else `WRIT_PASSPHRASE`, else `dev`).
+    pub passphrase_file: Option<PathBuf>,
+    /// Development mode: unencrypted keys allowed.
+    pub dev: bool,
 }
 
 /// `$XDG_STATE_HOME/writ`, else `~/.local/state/writ`: a per-user default, so the server

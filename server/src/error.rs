@@ -10,6 +10,10 @@ pub enum Error {
     /// The configuration is invalid; the message names the setting.
     #[error("configuration: {0}")]
     Config(String),
+    /// Key custody refused to start: running as root, a path others can read, or no
+    /// passphrase. The message says what to do.
+    #[error("{0}")]
+    Custody(String),
     /// A file or socket operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -9,6 +9,7 @@ mod check_platform;
 mod commit;
 mod config;
 mod convert;
+pub mod custody;
 mod error;
 mod health;
 mod identity;
@@ -78,20 +79,29 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     // jsonwebtoken needs a process-wide crypto provider before any token is touched.
     writ_bootstrap::install_crypto_provider();
     prepare_data_dir(&settings.data_dir)?;
+    custody::check_paths(&settings)?;
+    let protection =
+        custody::key_protection(&settings, std::env::var(custody::PASSPHRASE_ENV).ok())?;
 
     let db_path = settings.data_dir.join("db");
     let ca_settings = settings.ca.clone();
     let token_settings = BootstrapSettings {
         default_ttl: settings.token_ttl,
         max_ttl: settings.token_max_ttl,
+        previous_trust_domains: settings.ca.trust_domain_aliases.clone(),
         ..BootstrapSettings::default()
     };
     let (authority, bootstrap, created) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(SledStore::open(&db_path)?);
         let td = ca_settings.trust_domain.clone();
-        let (authority, created) = Authority::open(ca_settings, store)?;
+        let (sealer, new_kek) = writ_ca::seal::unlock(store.as_ref(), protection)?;
+        if new_kek {
+            tracing::info!("private keys are now encrypted under the given passphrase");
+        }
+        let (authority, created) = Authority::open_sealed(ca_settings, store, sealer.clone())?;
         // Same store as the CA: token state lives (and is backed up) with the CA state.
-        let bootstrap = Bootstrap::open(authority.store().clone(), td, token_settings)?;
+        let bootstrap =
+            Bootstrap::open_sealed(authority.store().clone(), td, token_settings, &sealer)?;
         Ok::<_, Error>((authority, bootstrap, created))
     })
     .await

@@ -33,6 +33,8 @@ enum Sub {
     Wait(WaitArgs),
     /// Show the identity in an out dir and what the agent last did.
     Status(StatusArgs),
+    /// Remove what the agent wrote (identity files, socket, status and lock files).
+    Uninstall(super::agent_uninstall::Args),
 }
 
 /// Flags of the agent itself; each may also be set in the --config TOML file.
@@ -112,6 +114,7 @@ pub async fn run_command(c: AgentCommand) -> anyhow::Result<()> {
     match c.sub {
         Some(Sub::Wait(a)) => wait(a).await,
         Some(Sub::Status(a)) => status(a),
+        Some(Sub::Uninstall(a)) => super::agent_uninstall::run(a),
         None => run_agent(c.run).await,
     }
 }

@@ -1,6 +1,7 @@
 //! One module per top-level command.
 
 pub mod agent;
+pub mod agent_uninstall;
 pub mod audit;
 pub mod bench;
 pub mod bootstrap;

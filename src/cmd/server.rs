@@ -68,6 +68,16 @@ pub struct Args {
     /// HTTP on this address (port 0 picks one) [default: off].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// File holding the passphrase the CA's private keys are encrypted under (mode 0600);
+    /// else WRIT_PASSPHRASE is read.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// Development mode: with no passphrase, store the CA's keys UNENCRYPTED (logged).
+    #[arg(long)]
+    dev: bool,
+    /// Run even with effective uid 0 (containers, CI); otherwise root is refused.
+    #[arg(long)]
+    allow_root: bool,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -78,6 +88,7 @@ pub struct Args {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    writ_server::custody::refuse_root(a.allow_root)?;
     let file = match &a.config {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
@@ -101,6 +112,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         trust_domain_aliases: (!a.trust_domain_aliases.is_empty())
             .then_some(a.trust_domain_aliases),
         metrics_listen: a.metrics_listen,
+        passphrase_file: a.passphrase_file,
+        dev: a.dev.then_some(true),
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;

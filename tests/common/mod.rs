@@ -37,10 +37,19 @@ impl Server {
     }
 
     /// Like [`Server::start`] on a given listen address (to restart on the same port).
+    /// Development mode (unencrypted keys) unless `args` give a passphrase file;
+    /// `--allow-root` because CI runs as root.
     pub fn start_on(data_dir: &Path, listen: &str, args: &[&str]) -> Server {
+        let dev: &[&str] = if args.contains(&"--passphrase-file") {
+            &[]
+        } else {
+            &["--dev"]
+        };
         let mut child = Command::new(writ_bin())
             .args(["server", "-o", "json", "--listen", listen, "--data-dir"])
             .arg(data_dir)
+            .args(dev)
+            .arg("--allow-root")
             .args(args)
             .env("WRIT_LOG", "error")
             .stdin(Stdio::null())

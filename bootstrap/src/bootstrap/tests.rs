@@ -649,6 +649,50 @@ fn the_signing_key_is_created_once_and_kept() {
     again.verify(m.token.expose(), at(1)).unwrap();
 }
 
+/// Under a KEK the token-signing key is stored sealed, bound to the trust domain; a key
+/// stored unencrypted is sealed on the first sealed open; without the passphrase the
+/// service refuses to start.
+#[test]
+fn the_signing_key_is_sealed_under_a_kek() {
+    use writ_ca::seal::{KdfParams, Kek, SEALED_PREFIX, Sealer};
+    let env = Env::new();
+    let plain = env.store.get(KEY_TREE, KEY_NAME).unwrap().unwrap();
+    let fast = KdfParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    let sealer = Sealer::Kek(Arc::new(
+        Kek::derive(b"pw", &fast, b"0123456789abcdef").unwrap(),
+    ));
+    let open = |td: TrustDomain, sealer: &Sealer| {
+        Bootstrap::open_sealed(env.store.clone(), td, BootstrapSettings::default(), sealer)
+    };
+    let sealed_service = open(td(), &sealer).unwrap();
+    let sealed = env.store.get(KEY_TREE, KEY_NAME).unwrap().unwrap();
+    assert!(sealed.starts_with(SEALED_PREFIX));
+    assert!(!sealed.windows(plain.len()).any(|w| w == plain.as_slice()));
+    // Same key as before: a token minted before sealing still verifies.
+    let m = env.mint();
+    sealed_service.verify(m.token.expose(), at(1)).unwrap();
+    // Reopening does not re-seal (the record is stable) and still works.
+    open(td(), &sealer).unwrap();
+    assert_eq!(env.store.get(KEY_TREE, KEY_NAME).unwrap().unwrap(), sealed);
+
+    let err = open(td(), &Sealer::Plaintext).err().unwrap();
+    assert!(
+        matches!(err, Error::Sealing(writ_ca::Error::KeysSealed)),
+        "{err}"
+    );
+    let other = TrustDomain::parse("other.org").unwrap();
+    let err = open(other, &sealer).err().unwrap();
+    assert!(
+        matches!(err, Error::Sealing(writ_ca::Error::WrongPassphrase)),
+        "{err}"
+    );
+    assert_eq!(env.store.get(KEY_TREE, KEY_NAME).unwrap().unwrap(), sealed);
+}
+
 fn shared() -> &'static Env {
     static ENV: std::sync::OnceLock<Env> = std::sync::OnceLock::new();
     ENV.get_or_init(Env::new)
