@@ -166,8 +166,10 @@ impl Ca for CaService {
         req: Request<v1::SignRequest>,
     ) -> Result<Response<v1::SignResponse>, Status> {
         let peer = crate::limits::peer_ip(&req);
-        let credential =
-            (self.shared.auth_limit).guard(peer, None, || self.shared.authenticate(&req))?;
+        let credential = self
+            .shared
+            .auth_limit
+            .guard(peer, None, || self.shared.authenticate(&req))?;
         let r = req.into_inner();
         let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
         let caller = match credential {
@@ -181,7 +183,8 @@ impl Ca for CaService {
                     .ok()
                     .map(|c| c.jti.to_string());
                 let issuance = tokio::task::spawn_blocking(move || {
-                    (shared.auth_limit)
+                    shared
+                        .auth_limit
                         .guard(peer, jti.as_deref(), || shared.redeem(&token, &r.csr, ttl))
                 })
                 .await
