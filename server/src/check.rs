@@ -74,6 +74,14 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
             "remove `dev = true` and set passphrase_file (or WRIT_PASSPHRASE)",
         ));
     }
+    if let Some(Err(e)) = config.limits.as_ref().map(|l| l.resolve()) {
+        out.push(Finding::new(
+            Severity::Error,
+            "limits",
+            e.to_string(),
+            "fix the [limits] value named above (see SECURITY.md, Limits and their defaults)",
+        ));
+    }
     let max_ttl = config.max_ttl.map(|t| t.duration());
     if let Some(max) = max_ttl.filter(|m| *m > DAY) {
         out.push(Finding::new(
@@ -291,6 +299,14 @@ mod tests {
             check_server_config("trust_domain = \"example.org\"\nmax_ttl = \"12h\"\n").is_empty()
         );
         assert_eq!(exit_code(&[]), 0);
+    }
+
+    #[test]
+    fn limits_that_lock_everyone_out_are_errors() {
+        let f = check_server_config("[limits]\nmax_request_bytes = 1000\n");
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(check_server_config("[limits]\nauth_failures = 5\n").is_empty());
     }
 
     #[test]

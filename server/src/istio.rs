@@ -41,8 +41,10 @@ impl IstioCertificateService for IstioService {
         req: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let peer = crate::limits::peer_ip(&req);
-        let credential =
-            (self.shared.auth_limit).guard(peer, None, || self.shared.authenticate(&req))?;
+        let credential = self
+            .shared
+            .auth_limit
+            .guard(peer, None, || self.shared.authenticate(&req))?;
         // Multi-cluster Istio names the caller's cluster; writ serves one trust domain and
         // accepts it for compatibility, recording it for the operator.
         let cluster = req
@@ -81,7 +83,7 @@ impl IstioCertificateService for IstioService {
                     let jti = writ_bootstrap::peek_claims(token.expose())
                         .ok()
                         .map(|c| c.jti.to_string());
-                    (shared.auth_limit).guard(peer, jti.as_deref(), || {
+                    shared.auth_limit.guard(peer, jti.as_deref(), || {
                         shared.redeem(&token, &csr, ttl, OverMax::Reject, SanMode::Authenticated)
                     })
                 })

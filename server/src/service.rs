@@ -232,8 +232,10 @@ impl CaService {
         method: &mut Option<AuthMethod>,
     ) -> Result<Response<v1::SignResponse>, Status> {
         let peer = crate::limits::peer_ip(&req);
-        let credential =
-            (self.shared.auth_limit).guard(peer, None, || self.shared.authenticate(&req))?;
+        let credential = self
+            .shared
+            .auth_limit
+            .guard(peer, None, || self.shared.authenticate(&req))?;
         *method = Some(credential.method());
         let r = req.into_inner();
         let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
@@ -248,7 +250,7 @@ impl CaService {
                     .ok()
                     .map(|c| c.jti.to_string());
                 let issuance = tokio::task::spawn_blocking(move || {
-                    (shared.auth_limit).guard(peer, jti.as_deref(), || {
+                    shared.auth_limit.guard(peer, jti.as_deref(), || {
                         shared.redeem(&token, &r.csr, ttl, OverMax::Clamp, SanMode::Exact)
                     })
                 })
