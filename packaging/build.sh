@@ -40,8 +40,7 @@ ls -1 "$target_dir"/debian/*.deb
 
 if [ "$rpm" = 1 ]; then
     need generate-rpm
-    # cargo-generate-rpm reads the binary from target/<profile>: strip a copy there.
-    cargo generate-rpm --target-dir "$target_dir" --profile "$profile" \
-        --output "$target_dir/generate-rpm/"
+    # Writes $target_dir/generate-rpm/; asset paths under target/release follow --profile.
+    cargo generate-rpm --target-dir "$target_dir" --profile "$profile"
     ls -1 "$target_dir"/generate-rpm/*.rpm
 fi
