@@ -13,11 +13,55 @@ use clap::{Parser, Subcommand};
 
 /// writ: a certificate authority and workload-identity service (SPIFFE X509-SVIDs).
 #[derive(Parser)]
-#[command(name = "writ", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "writ",
+    version,
+    about,
+    long_about = "writ: a certificate authority and workload-identity service. It issues \
+short-lived X.509 SPIFFE certificates (X509-SVIDs) over gRPC with TLS 1.3, only for \
+identities the caller has proven: a certificate it holds (renewal), a one-time bootstrap \
+token, a platform JWT (Kubernetes service-account token, OIDC; also over Istio's CA \
+protocol), or an administrator on the local admin socket.",
+    after_long_help = MANUAL,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The manual-page sections of `writ --help`.
+const MANUAL: &str = "\
+EXAMPLES:
+    writ server --config /etc/writ/server.toml          run the CA
+    writ token create --spiffe-id spiffe://example.org/vm/web-1 > web-1.token
+    writ bootstrap --server ca:8443 --token-file web-1.token --out-dir /var/lib/writ-agent
+    writ agent --server ca:8443 --out-dir /var/lib/writ-agent --workload-api-socket /run/writ/agent.sock
+    writ root rotate                                     zero-downtime root rotation
+    writ identity deny spiffe://example.org/vm/web-1     stop a compromised workload
+    writ config check /etc/writ/server.toml              exit 0 clean, 1 warnings, 2 errors
+    writ healthcheck --server ca:8443 --data-dir /var/lib/writ
+
+FILES:
+    /etc/writ/server.toml, /etc/writ/agent.toml          configuration (flags override them)
+    /var/lib/writ                                         CA state (sled), admin.sock; mode 0700
+    $XDG_CONFIG_HOME/writ/cli.toml                        your defaults for admin and agent commands
+    <out-dir>/cert.pem, key.pem, bundle.pem               a workload's identity, replaced as a set
+
+ENVIRONMENT:
+    WRIT_LOG          log filter (error, warn, info, debug; per module: writ_server=debug)
+    WRIT_SERVER       default --server for client commands
+    WRIT_PASSPHRASE   the CA key passphrase when no --passphrase-file is given
+    WRIT_CONFIG       the CLI defaults file (instead of cli.toml)
+
+EXIT STATUS:
+    0 success; 1 failure (the message says what was wrong and what to do);
+    `config check`: 1 warnings, 2 errors; `healthcheck`: 1 when not SERVING.
+
+Every command that prints data takes -o json. Durations: 90s, 15m, 24h, 30d. Key types:
+ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096. Run `writ <command> --help` for each
+command's flags. Documentation: README.md, ARCHITECTURE.md, SECURITY.md.
+";
 
 #[derive(Subcommand)]
 enum Command {
