@@ -95,6 +95,11 @@ pub struct SledStore {
     /// The audit chain's newest record; held while a record is chained and inserted, so
     /// sequence order and hash order agree. Never held across a flush.
     audit_head: std::sync::Mutex<AuditHead>,
+    /// The trees every issuance writes, opened once: `open_tree` takes a lock and
+    /// allocates on each call, which the signing path should not pay three times.
+    log: sled::Tree,
+    serials: sled::Tree,
+    audit: sled::Tree,
 }
 
 /// Where the next audit record goes.
@@ -149,8 +154,12 @@ impl SledStore {
                 }
                 other => Error::Storage(format!("opening {}: {other}", path.display())),
             })?;
-        let audit_head = std::sync::Mutex::new(audit_head(&db.open_tree(AUDIT)?)?);
+        let audit = db.open_tree(AUDIT)?;
+        let audit_head = std::sync::Mutex::new(audit_head(&audit)?);
         Ok(Self {
+            log: db.open_tree(LOG)?,
+            serials: db.open_tree(SERIALS)?,
+            audit,
             db,
             commit: GroupCommit::default(),
             audit_head,
@@ -241,7 +250,7 @@ impl Store for SledStore {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError as Abort;
         let value = serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))?;
-        let (log, serials, audit) = (self.tree(LOG)?, self.tree(SERIALS)?, self.tree(AUDIT)?);
+        let (log, serials, audit) = (&self.log, &self.serials, &self.audit);
         let id = self.db.generate_id()?.to_be_bytes();
         let mut event = AuditEvent::new(AuditAction::Issue, record.auth.clone());
         event.spiffe_id = Some(record.spiffe_id.clone());
@@ -254,7 +263,7 @@ impl Store for SledStore {
         let mut head = self.lock_head();
         let audited = AuditRecord::chain(head.next_seq, now_unix(), event, &head.prev_hash);
         let audit_value = encode_audit(&audited)?;
-        (&log, &serials, &audit)
+        (log, serials, audit)
             .transaction(|(log, serials, audit)| {
                 if serials.get(record.serial.as_bytes())?.is_some() {
                     return Err(Abort::Abort(()));
