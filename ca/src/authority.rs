@@ -92,6 +92,8 @@ pub struct Issuance {
     pub id: SpiffeId,
     /// The bundle current at issuance.
     pub bundle: TrustBundle,
+    /// The certified key's type.
+    pub key_type: crate::KeyType,
 }
 
 /// A value whose issuance record is written but not yet durable. [`Unsynced::synced`]
@@ -391,6 +393,7 @@ impl Authority {
         let mut chain = vec![leaf.der.clone()];
         chain.extend(generation.chain_after_leaf(previous));
         Ok(Unsynced(Issuance {
+            key_type: template.key_type,
             leaf,
             chain,
             id: template.id.clone(),

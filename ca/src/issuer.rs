@@ -231,13 +231,31 @@ fn sign(
     subject_key: &SubjectKey<'_>,
     issuer: &IssuerRef<'_>,
 ) -> Result<Issued, Error> {
-    p.serial_number = Some(random_serial());
+    let serial = random_serial_bytes();
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
     p.not_before = not_before.into();
     p.not_after = not_after.into();
     let cert = p
         .signed_by(subject_key, &issuer.rcgen())
         .map_err(|e| Error::Signing(e.to_string()))?;
-    finish(cert.der().to_vec())
+    // The facts are known: reporting them without re-parsing the certificate saves a
+    // DER parse on every issuance (`facts_match_a_parse` checks they agree).
+    let der = cert.der().to_vec();
+    Ok(Issued {
+        fingerprint: crate::x509::sha256_hex(&der),
+        serial: hex::encode(serial),
+        not_before: whole_seconds(not_before),
+        not_after: whole_seconds(not_after),
+        der,
+    })
+}
+
+/// `t` as X.509 encodes it: whole seconds (rcgen drops the fraction).
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
 }
 
 fn finish(der: Vec<u8>) -> Result<Issued, Error> {
@@ -256,12 +274,17 @@ fn finish(der: Vec<u8>) -> Result<Issued, Error> {
 /// of entropy). The top byte is pinned to 0x40..0x7f so the encoding never needs a pad byte
 /// and is always 16 octets.
 pub(crate) fn random_serial() -> SerialNumber {
+    SerialNumber::from_slice(&random_serial_bytes())
+}
+
+/// The 16 octets of [`random_serial`], exactly as encoded.
+fn random_serial_bytes() -> [u8; 16] {
     let mut b = [0u8; 16];
     // The system RNG failing is unrecoverable for a CA; ring reports it as Unspecified.
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .unwrap_or_else(|_| panic!("system random number generator failed"));
     b[0] = (b[0] & 0x3f) | 0x40;
-    SerialNumber::from_slice(&b)
+    b
 }
 
 /// A subject public key given as raw SPKI bit-string contents.

@@ -370,3 +370,19 @@ fn self_test_signs_without_recording_and_fails_past_the_intermediate() {
     let past = ca.ca().intermediate_not_after().expect("intermediate") + HOUR;
     assert!(ca.ca().self_test(&public, past).is_err());
 }
+
+/// The facts the issuer reports without re-parsing (serial, validity to the second,
+/// fingerprint) are exactly what the certificate says.
+#[test]
+fn issued_facts_match_a_parse() {
+    let ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    for ttl in [HOUR, Duration::from_millis(90_500), Duration::from_secs(61)] {
+        let leaf = support::issue(ca.ca(), &key, ttl).issuance.leaf;
+        let parsed = CertInfo::parse(&leaf.der).expect("parse");
+        assert_eq!(leaf.serial, parsed.serial);
+        assert_eq!(leaf.not_before, parsed.not_before);
+        assert_eq!(leaf.not_after, parsed.not_after);
+        assert_eq!(leaf.fingerprint, parsed.fingerprint);
+    }
+}

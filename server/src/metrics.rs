@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
-use writ_ca::{AuthMethod, CertInfo};
+use writ_ca::{AuthMethod, KeyType};
 use writ_metrics::prometheus_client::metrics::counter::Counter;
 use writ_metrics::prometheus_client::metrics::family::Family;
 use writ_metrics::prometheus_client::metrics::gauge::Gauge;
@@ -129,6 +129,7 @@ impl ServerMetrics {
         &self,
         started: Instant,
         method: Option<AuthMethod>,
+        key_type: Option<KeyType>,
         presented: &'static str,
         result: &Result<Response<SignResponse>, Status>,
     ) {
@@ -149,14 +150,8 @@ impl ServerMetrics {
             self.token_exchanges.get_or_create(&labels).inc();
         }
         match result {
-            Ok(r) => {
-                let key_type = r
-                    .get_ref()
-                    .chain
-                    .first()
-                    .and_then(|der| CertInfo::parse(der).ok())
-                    .and_then(|c| c.key_type)
-                    .map_or("unknown", |k| k.mnemonic());
+            Ok(_) => {
+                let key_type = key_type.map_or("unknown", |k| k.mnemonic());
                 self.certs_issued
                     .get_or_create(&vec![("key_type", key_type.to_owned())])
                     .inc();

@@ -11,7 +11,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 use writ_bootstrap::SecretToken;
-use writ_ca::{AuthMethod, Caller, Csr, Issuance, OverMax, SanMode};
+use writ_ca::{AuthMethod, Caller, Csr, Issuance, KeyType, OverMax, SanMode};
 use writ_proto::v1::{self, ca_server::Ca};
 
 use crate::convert;
@@ -225,11 +225,13 @@ fn bearer(value: &MetadataValue<Ascii>) -> Result<SecretToken, Status> {
 type BundleStream = Pin<Box<dyn Stream<Item = Result<v1::TrustBundle, Status>> + Send>>;
 
 impl CaService {
-    /// Sign's work; notes in `method` how the caller authenticated, once it is known.
+    /// Sign's work; notes in `method` how the caller authenticated, once it is known, and
+    /// in `key_type` what it certified.
     async fn sign_as(
         &self,
         req: Request<v1::SignRequest>,
         method: &mut Option<AuthMethod>,
+        key_type: &mut Option<KeyType>,
     ) -> Result<Response<v1::SignResponse>, Status> {
         let peer = crate::limits::peer_ip(&req);
         let credential = self
@@ -256,6 +258,7 @@ impl CaService {
                 })
                 .await
                 .map_err(|_| Status::internal("signing task failed"))??;
+                *key_type = Some(issuance.key_type);
                 return Ok(Response::new(convert::sign_response(issuance)));
             }
         };
@@ -267,6 +270,7 @@ impl CaService {
         match result {
             Ok(issuance) => {
                 tracing::info!(spiffe_id = %who, serial = %issuance.leaf.serial, "issued");
+                *key_type = Some(issuance.key_type);
                 Ok(Response::new(convert::sign_response(issuance)))
             }
             Err(e) => {
@@ -285,10 +289,10 @@ impl Ca for CaService {
     ) -> Result<Response<v1::SignResponse>, Status> {
         let started = self.shared.metrics.sign_started();
         let presented = crate::metrics::presented(&req);
-        let mut method = None;
-        let result = self.sign_as(req, &mut method).await;
+        let (mut method, mut key_type) = (None, None);
+        let result = self.sign_as(req, &mut method, &mut key_type).await;
         let metrics = &self.shared.metrics;
-        metrics.sign_finished(started, method, presented, &result);
+        metrics.sign_finished(started, method, key_type, presented, &result);
         result
     }
 
