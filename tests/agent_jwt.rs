@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Server, wait_until, writ, writ_bin};
-use jwt::{HOUR, K8S_ISSUER, TestIssuer, server_config, write_jwks};
+use jwt::{HOUR, K8S_ISSUER, TestIssuer, start_server};
 use writ_agent::files::read_identity;
 use writ_agent::status::AgentStatus;
 
@@ -59,12 +59,10 @@ fn write_token(path: &Path, token: &str) {
 fn the_agent_gets_and_rotates_its_certificate_with_a_projected_token() {
     let tmp = tempfile::tempdir().unwrap();
     let issuer = TestIssuer::rsa(K8S_ISSUER, "k1");
-    let jwks = tmp.path().join("jwks.json");
-    write_jwks(&jwks, &[&issuer]);
-    let config = server_config(tmp.path(), &jwks, "min_ttl = \"1s\"\ndefault_ttl = \"4s\"");
-    let server = Server::start(
-        &tmp.path().join("data"),
-        &["--config", config.to_str().unwrap()],
+    let (server, _) = start_server(
+        tmp.path(),
+        &issuer,
+        "min_ttl = \"1s\"\ndefault_ttl = \"4s\"",
     );
     let bundle = tmp.path().join("root-cert.pem");
     std::fs::write(&bundle, server.admin(&["bundle", "show"]).stdout).unwrap();
@@ -113,13 +111,7 @@ fn the_agent_gets_and_rotates_its_certificate_with_a_projected_token() {
 fn a_fingerprint_is_enough_for_first_contact_and_nothing_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
     let issuer = TestIssuer::ec(K8S_ISSUER, "e1");
-    let jwks = tmp.path().join("jwks.json");
-    write_jwks(&jwks, &[&issuer]);
-    let config = server_config(tmp.path(), &jwks, "");
-    let server = Server::start(
-        &tmp.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let (server, _) = start_server(tmp.path(), &issuer, "");
     let token = tmp.path().join("token");
     write_token(&token, &issuer.k8s_token("dev", "db", "istio-ca", HOUR));
     let out = tmp.path().join("id");

@@ -19,7 +19,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 
 use common::{Server, assert_success};
-use jwt::{HOUR, K8S_ISSUER, TestIssuer, k8s_claims, server_config, write_jwks};
+use jwt::{HOUR, K8S_ISSUER, TestIssuer, k8s_claims, start_server, write_jwks};
 
 /// The bundle's roots as PEM, from the admin CLI.
 fn roots_pem(server: &Server) -> String {
@@ -170,11 +170,7 @@ struct Setup {
 fn setup(extra_config: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let issuer = TestIssuer::rsa(K8S_ISSUER, "k1");
-    let jwks = dir.path().join("jwks.json");
-    write_jwks(&jwks, &[&issuer]);
-    let config = server_config(dir.path(), &jwks, extra_config);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    let (server, jwks) = start_server(dir.path(), &issuer, extra_config);
     let roots = roots_pem(&server);
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();

@@ -76,19 +76,17 @@ impl IstioCertificateService for IstioService {
                     tracing::warn!(spiffe_id = %caller.id, error = %e.message(), "Istio CSR refused");
                 })?,
             Credential::Token(token) => {
-                let shared = self.shared.clone();
-                // Verifying reads the store and consuming waits for an fsync: keep both
-                // off the async workers.
-                tokio::task::spawn_blocking(move || {
-                    let jti = writ_bootstrap::peek_claims(token.expose())
-                        .ok()
-                        .map(|c| c.jti.to_string());
-                    shared.auth_limit.guard(peer, jti.as_deref(), || {
-                        shared.redeem(&token, &csr, ttl, OverMax::Reject, SanMode::Authenticated)
-                    })
-                })
-                .await
-                .map_err(|_| Status::internal("signing task failed"))??
+                self.shared
+                    .clone()
+                    .redeem_limited(
+                        token,
+                        csr,
+                        ttl,
+                        OverMax::Reject,
+                        SanMode::Authenticated,
+                        peer,
+                    )
+                    .await?
             }
         };
         tracing::info!(

@@ -167,6 +167,30 @@ impl Shared {
         Ok(issuance)
     }
 
+    /// Redeems a bootstrap token on a blocking thread (verifying reads the store and
+    /// consuming waits for an fsync), counting a refusal against the peer and the token's
+    /// `jti` (read unverified, without crypto) in the failed-authentication limiter.
+    pub(crate) async fn redeem_limited(
+        self: Arc<Self>,
+        token: SecretToken,
+        csr: Vec<u8>,
+        ttl: Option<Duration>,
+        over_max: OverMax,
+        mode: SanMode,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Issuance, Status> {
+        tokio::task::spawn_blocking(move || {
+            let jti = writ_bootstrap::peek_claims(token.expose())
+                .ok()
+                .map(|c| c.jti.to_string());
+            self.auth_limit.guard(peer, jti.as_deref(), || {
+                self.redeem(&token, &csr, ttl, over_max, mode)
+            })
+        })
+        .await
+        .map_err(|_| Status::internal("signing task failed"))?
+    }
+
     /// Signs for a proven caller on this async worker (a P-256 signature is tens of
     /// microseconds: cheaper than a hand-off to a blocking thread) and returns the
     /// certificate once its issuance record is durable, sharing one flush with every
@@ -244,20 +268,11 @@ impl CaService {
         let caller = match credential {
             Credential::Proven(caller) => caller,
             Credential::Token(token) => {
-                let shared = self.shared.clone();
-                // Verifying reads the store and consuming waits for an fsync: keep both
-                // off the async workers.
-                // Read without verifying (no crypto) only to count failures per token.
-                let jti = writ_bootstrap::peek_claims(token.expose())
-                    .ok()
-                    .map(|c| c.jti.to_string());
-                let issuance = tokio::task::spawn_blocking(move || {
-                    shared.auth_limit.guard(peer, jti.as_deref(), || {
-                        shared.redeem(&token, &r.csr, ttl, OverMax::Clamp, SanMode::Exact)
-                    })
-                })
-                .await
-                .map_err(|_| Status::internal("signing task failed"))??;
+                let issuance = self
+                    .shared
+                    .clone()
+                    .redeem_limited(token, r.csr, ttl, OverMax::Clamp, SanMode::Exact, peer)
+                    .await?;
                 *key_type = Some(issuance.key_type);
                 return Ok(Response::new(convert::sign_response(issuance)));
             }

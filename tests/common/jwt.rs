@@ -160,6 +160,21 @@ pub fn server_config(dir: &Path, jwks: &Path, extra: &str) -> std::path::PathBuf
     path
 }
 
+/// A real `writ server` trusting `issuer` (whose JWKS is written to `dir/jwks.json`, the
+/// path returned), with `extra` config lines.
+pub fn start_server(
+    dir: &Path,
+    issuer: &TestIssuer,
+    extra: &str,
+) -> (crate::common::Server, std::path::PathBuf) {
+    let jwks = dir.join("jwks.json");
+    write_jwks(&jwks, &[issuer]);
+    let config = server_config(dir, &jwks, extra);
+    let server =
+        crate::common::Server::start(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    (server, jwks)
+}
+
 fn rsa_pkcs8() -> Vec<u8> {
     let key = writ_ca::PrivateKey::generate(writ_ca::KeyType::Rsa2048).unwrap();
     key.pkcs8_der().to_vec()
