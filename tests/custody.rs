@@ -122,6 +122,13 @@ fn snapshot(data: &Path) -> Vec<(String, Entries)> {
             vec![],
         )],
     ));
+    out.push((
+        "journal".into(),
+        vec![(
+            std::fs::read(data.join(writ_ca::store::JOURNAL_FILE)).unwrap(),
+            vec![],
+        )],
+    ));
     out
 }
 

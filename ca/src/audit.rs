@@ -7,8 +7,9 @@
 //! [`verify`] names. Truncating the newest records is not detectable from the log alone:
 //! compare the head [`verify`] reports with one noted earlier (see SECURITY.md).
 //!
-//! The store appends issuance records in the same transaction and the same group-committed
-//! flush as the issuance log (`store.rs`), so auditing adds no fsync per certificate.
+//! The log is the issuance log too: an issuance record carries every fact of the
+//! certificate (`journal.rs` keeps it, one JSON line per record, group-committed), so
+//! auditing costs no write of its own.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,20 @@ pub struct AuditEvent {
     /// Anything else worth keeping: a token's `jti`, a generation, a deny reason, `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    // Issuance facts. Declared after the older fields and skipped when absent, so records
+    // written before they existed hash to the same bytes.
+    /// The certificate's notBefore (Unix seconds), for issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+    /// SHA-256 of the certificate's DER (lowercase hex), for issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The subject key type (`ec-p256`, ...), for issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    /// The CA generation that signed the certificate, for issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl AuditEvent {
@@ -92,6 +107,10 @@ impl AuditEvent {
             serial: None,
             not_after: None,
             detail: None,
+            not_before: None,
+            fingerprint: None,
+            key_type: None,
+            generation: None,
         }
     }
 }

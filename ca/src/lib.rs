@@ -14,6 +14,7 @@ mod error;
 mod generation;
 mod import;
 mod issuer;
+mod journal;
 mod key;
 mod policy;
 pub mod seal;

@@ -9,7 +9,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
+use crate::audit::{AuditAction, AuditEvent, AuditRecord};
+use crate::journal::Journal;
 
 /// One issued certificate in the issuance log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,29 +84,29 @@ pub trait Store: Send + Sync {
     ) -> Result<(), Error>;
 }
 
-const LOG: &str = "issuance_log";
-const SERIALS: &str = "issuance_serials";
-/// The audit log: big-endian sequence number → JSON [`AuditRecord`].
-const AUDIT: &str = "audit";
+/// The issuance log of data directories written before the journal: read, never written.
+const LEGACY_LOG: &str = "issuance_log";
+/// Their serial index, still checked so an old serial is never reissued.
+const LEGACY_SERIALS: &str = "issuance_serials";
+/// Their audit log (big-endian sequence number → JSON record), moved into the journal.
+const LEGACY_AUDIT: &str = "audit";
+/// The journal's file name, beside the database directory.
+pub const JOURNAL_FILE: &str = "audit.jsonl";
 
-/// The embedded default: a sled database in the data directory.
+/// The embedded default: a sled database for state, and beside it the journal — the
+/// append-only, hash-chained log of every issuance and admin action (`journal.rs`).
 pub struct SledStore {
     db: sled::Db,
     commit: GroupCommit,
-    /// The audit chain's newest record; held while a record is chained and inserted, so
-    /// sequence order and hash order agree. Never held across a flush.
-    audit_head: std::sync::Mutex<AuditHead>,
-    /// The trees every issuance writes, opened once: `open_tree` takes a lock and
-    /// allocates on each call, which the signing path should not pay three times.
-    log: sled::Tree,
-    serials: sled::Tree,
-    audit: sled::Tree,
+    journal: Journal,
+    /// The issuance log and serial index of an older data directory, when not empty.
+    legacy: Option<Legacy>,
 }
 
-/// Where the next audit record goes.
-struct AuditHead {
-    next_seq: u64,
-    prev_hash: String,
+/// Issuance records kept in sled before the journal existed.
+struct Legacy {
+    log: sled::Tree,
+    serials: sled::Tree,
 }
 
 /// Group commit: writers that need durability at the same moment share one flush. The
@@ -136,7 +137,7 @@ struct CommitState {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`, and the journal beside it.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let db = sled::Config::new()
             .path(path)
@@ -154,29 +155,27 @@ impl SledStore {
                 }
                 other => Error::Storage(format!("opening {}: {other}", path.display())),
             })?;
-        let audit = db.open_tree(AUDIT)?;
-        let audit_head = std::sync::Mutex::new(audit_head(&audit)?);
+        let journal_path = path.with_file_name(JOURNAL_FILE);
+        import_legacy_audit(&db, &journal_path)?;
+        let journal = Journal::open(&journal_path)?;
+        let legacy = Legacy {
+            log: db.open_tree(LEGACY_LOG)?,
+            serials: db.open_tree(LEGACY_SERIALS)?,
+        };
+        let legacy = (!legacy.log.is_empty() || !legacy.serials.is_empty()).then_some(legacy);
         Ok(Self {
-            log: db.open_tree(LOG)?,
-            serials: db.open_tree(SERIALS)?,
-            audit,
             db,
             commit: GroupCommit::default(),
-            audit_head,
+            journal,
+            legacy,
         })
-    }
-
-    fn lock_head(&self) -> std::sync::MutexGuard<'_, AuditHead> {
-        // The head is replaced as a whole after a successful insert; a panic elsewhere
-        // cannot leave it half-written.
-        self.audit_head.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, Error> {
         Ok(self.db.open_tree(name)?)
     }
 
-    /// Returns once everything this thread wrote before calling is on disk.
+    /// Returns once everything this thread wrote to sled before calling is on disk.
     fn durable(&self) -> Result<(), Error> {
         let mut st = self.commit.lock();
         st.requested += 1;
@@ -206,6 +205,60 @@ impl SledStore {
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// Every issuance record of the journal, oldest first, until `f` returns `false`.
+    fn journal_issuance(&self, f: &mut dyn FnMut(IssuanceRecord) -> bool) -> Result<(), Error> {
+        let mut failure = None;
+        self.journal.for_each(&mut |r| match r {
+            Ok(r) => issuance_of(&r).is_none_or(&mut *f),
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        })?;
+        match failure {
+            Some(e) => Err(Error::Corrupt(format!("issuance log: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Moves the audit tree of an older data directory into a new journal, once: the journal
+/// is written whole (temporary file, then rename) before the tree is dropped, so a crash
+/// in between repeats nothing and loses nothing.
+fn import_legacy_audit(db: &sled::Db, journal: &Path) -> Result<(), Error> {
+    let tree = db.open_tree(LEGACY_AUDIT)?;
+    if !journal.exists() && !tree.is_empty() {
+        let lines = tree
+            .iter()
+            .values()
+            .map(|v| v.map(|v| v.to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::journal::create_from(journal, &lines)?;
+    }
+    if !tree.is_empty() {
+        db.drop_tree(LEGACY_AUDIT)?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
+/// The issuance record an audit record describes, if it is a complete issuance record.
+fn issuance_of(r: &AuditRecord) -> Option<IssuanceRecord> {
+    let e = &r.event;
+    if e.action != AuditAction::Issue {
+        return None;
+    }
+    Some(IssuanceRecord {
+        serial: e.serial.clone()?,
+        spiffe_id: e.spiffe_id.clone()?,
+        not_before: e.not_before?,
+        not_after: e.not_after?,
+        fingerprint: e.fingerprint.clone()?,
+        key_type: e.key_type.clone()?,
+        auth: e.actor.clone(),
+        generation: e.generation?,
+    })
 }
 
 impl Store for SledStore {
@@ -243,84 +296,78 @@ impl Store for SledStore {
     }
 
     fn sync(&self) -> Result<(), Error> {
-        self.durable()
+        // State writes (`put`, `compare_and_swap`) are durable on return; only the journal
+        // holds writes that wait for a flush.
+        self.journal.sync()
     }
 
     fn record_issuance_unsynced(&self, record: &IssuanceRecord) -> Result<(), Error> {
-        use sled::Transactional;
-        use sled::transaction::ConflictableTransactionError as Abort;
-        let value = serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))?;
-        let (log, serials, audit) = (&self.log, &self.serials, &self.audit);
-        let id = self.db.generate_id()?.to_be_bytes();
+        if let Some(legacy) = &self.legacy
+            && legacy.serials.contains_key(record.serial.as_bytes())?
+        {
+            return Err(Error::SerialReused);
+        }
         let mut event = AuditEvent::new(AuditAction::Issue, record.auth.clone());
         event.spiffe_id = Some(record.spiffe_id.clone());
         event.serial = Some(record.serial.clone());
+        event.not_before = Some(record.not_before);
         event.not_after = Some(record.not_after);
-        event.detail = Some(format!("generation {}", record.generation));
-        // The log entry, its serial and its audit record commit together, in memory; the
-        // caller's next sync (one flush shared with concurrent writers) makes all three
-        // durable.
-        let mut head = self.lock_head();
-        let audited = AuditRecord::chain(head.next_seq, now_unix(), event, &head.prev_hash);
-        let audit_value = encode_audit(&audited)?;
-        (log, serials, audit)
-            .transaction(|(log, serials, audit)| {
-                if serials.get(record.serial.as_bytes())?.is_some() {
-                    return Err(Abort::Abort(()));
-                }
-                serials.insert(record.serial.as_bytes(), &id[..])?;
-                log.insert(&id[..], value.as_slice())?;
-                audit.insert(&audited.seq.to_be_bytes()[..], audit_value.as_slice())?;
-                Ok(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Abort(()) => Error::SerialReused,
-                sled::transaction::TransactionError::Storage(e) => Error::from(e),
-            })?;
-        *head = AuditHead {
-            next_seq: audited.seq + 1,
-            prev_hash: audited.hash,
-        };
-        Ok(())
+        event.fingerprint = Some(record.fingerprint.clone());
+        event.key_type = Some(record.key_type.clone());
+        event.generation = Some(record.generation);
+        self.journal
+            .append(event, Some(&record.serial), now_unix())
+            .map(drop)
     }
 
     fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {
-        self.tree(LOG)?
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|r| {
-                let (_, v) = r?;
-                serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("issuance log: {e}")))
-            })
-            .collect()
+        let mut newest = std::collections::VecDeque::with_capacity(limit.min(4096));
+        self.journal_issuance(&mut |r| {
+            if newest.len() == limit {
+                newest.pop_front();
+            }
+            if limit > 0 {
+                newest.push_back(r);
+            }
+            true
+        })?;
+        let mut out: Vec<IssuanceRecord> = newest.into_iter().rev().collect();
+        if let Some(legacy) = &self.legacy {
+            for r in legacy.log.iter().values().rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(
+                    serde_json::from_slice(&r?)
+                        .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error> {
-        for r in self.tree(LOG)?.iter() {
-            let (_, v) = r?;
-            let rec: IssuanceRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?;
-            f(&rec);
+        if let Some(legacy) = &self.legacy {
+            for v in legacy.log.iter().values() {
+                let rec: IssuanceRecord = serde_json::from_slice(&v?)
+                    .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?;
+                f(&rec);
+            }
         }
-        Ok(())
+        self.journal_issuance(&mut |r| {
+            f(&r);
+            true
+        })
     }
 
     fn issuance_count(&self) -> Result<u64, Error> {
-        Ok(self.tree(LOG)?.len() as u64)
+        let legacy = self.legacy.as_ref().map_or(0, |l| l.log.len() as u64);
+        Ok(legacy + self.journal.issued())
     }
 
     fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, Error> {
-        let audit = self.tree(AUDIT)?;
-        let mut head = self.lock_head();
-        let record = AuditRecord::chain(head.next_seq, now_unix(), event.clone(), &head.prev_hash);
-        audit.insert(record.seq.to_be_bytes(), encode_audit(&record)?)?;
-        *head = AuditHead {
-            next_seq: record.seq + 1,
-            prev_hash: record.hash.clone(),
-        };
-        drop(head);
-        self.durable()?;
+        let record = self.journal.append(event.clone(), None, now_unix())?;
+        self.journal.sync()?;
         Ok(record)
     }
 
@@ -329,40 +376,22 @@ impl Store for SledStore {
         since: u64,
         f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
     ) -> Result<(), Error> {
-        for r in self.tree(AUDIT)?.range(since.to_be_bytes()..) {
-            let (_, v) = r?;
-            if !f(serde_json::from_slice(&v).map_err(|e| e.to_string())) {
-                break;
+        // An unreadable line has no sequence number of its own: it is reported when the
+        // record before it is within the range asked for.
+        let mut last = 0u64;
+        self.journal.for_each(&mut |r| match r {
+            Ok(r) if r.seq < since => {
+                last = r.seq;
+                true
             }
-        }
-        Ok(())
+            Ok(r) => {
+                last = r.seq;
+                f(Ok(r))
+            }
+            Err(e) if last + 1 >= since => f(Err(e)),
+            Err(_) => true,
+        })
     }
-}
-
-/// The head of an existing audit log, or the genesis of an empty one. A newest record that
-/// does not parse stops the store from opening: appending after it would hide the damage.
-fn audit_head(tree: &sled::Tree) -> Result<AuditHead, Error> {
-    match tree.last()? {
-        None => Ok(AuditHead {
-            next_seq: 1,
-            prev_hash: GENESIS.to_owned(),
-        }),
-        Some((_, v)) => {
-            let last: AuditRecord = serde_json::from_slice(&v).map_err(|e| {
-                Error::Corrupt(format!(
-                    "the newest audit record is unreadable ({e}); run `writ audit verify --data-dir` on a copy to find the damage"
-                ))
-            })?;
-            Ok(AuditHead {
-                next_seq: last.seq + 1,
-                prev_hash: last.hash,
-            })
-        }
-    }
-}
-
-fn encode_audit(record: &AuditRecord) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(record).map_err(|e| Error::Storage(e.to_string()))
 }
 
 /// The store stamps audit records with the time they are written.
@@ -429,9 +458,6 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(s.issuance_count().unwrap(), 800);
-        let st = s.commit.state.lock().unwrap();
-        assert_eq!(st.durable, st.requested);
-        drop(st);
         drop(s);
         let reopened = SledStore::open(&dir.path().join("db")).unwrap();
         assert_eq!(reopened.issuance_count().unwrap(), 800);
@@ -449,6 +475,76 @@ mod tests {
             .unwrap();
         let head = crate::audit::verify(records).unwrap();
         assert_eq!((head.records, head.seq), (801, 801));
+        // The log gives back every fact it was given.
+        let mut all = Vec::new();
+        reopened
+            .for_each_issuance(&mut |r| all.push(r.clone()))
+            .unwrap();
+        assert_eq!(all.len(), 800);
+        assert!(all.iter().all(|r| *r == rec(&r.serial)));
+    }
+
+    #[test]
+    fn an_older_data_dir_keeps_its_log_and_moves_its_audit_chain_into_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let old_head = {
+            // What a data directory looked like before the journal: three sled trees.
+            let db = sled::open(&path).unwrap();
+            let (log, serials, audit) = (
+                db.open_tree(LEGACY_LOG).unwrap(),
+                db.open_tree(LEGACY_SERIALS).unwrap(),
+                db.open_tree(LEGACY_AUDIT).unwrap(),
+            );
+            let mut prev = crate::audit::GENESIS.to_owned();
+            for (i, serial) in ["0a", "0b"].into_iter().enumerate() {
+                let id = (i as u64).to_be_bytes();
+                log.insert(id, serde_json::to_vec(&rec(serial)).unwrap())
+                    .unwrap();
+                serials.insert(serial, &id[..]).unwrap();
+                let mut e = AuditEvent::new(AuditAction::Issue, "mtls");
+                e.serial = Some(serial.into());
+                e.detail = Some("generation 1".into());
+                let r = AuditRecord::chain(i as u64 + 1, 5, e, &prev);
+                audit
+                    .insert(r.seq.to_be_bytes(), serde_json::to_vec(&r).unwrap())
+                    .unwrap();
+                prev = r.hash;
+            }
+            db.flush().unwrap();
+            prev
+        };
+        for _ in 0..2 {
+            let s = SledStore::open(&path).unwrap();
+            assert!(matches!(
+                s.record_issuance(&rec("0a")),
+                Err(Error::SerialReused)
+            ));
+            let mut audit = Vec::new();
+            s.for_each_audit(0, &mut |r| {
+                audit.push(r);
+                true
+            })
+            .unwrap();
+            assert_eq!(audit[1].as_ref().unwrap().hash, old_head);
+            crate::audit::verify(audit).unwrap();
+            assert!(s.db.open_tree(LEGACY_AUDIT).unwrap().is_empty());
+        }
+        let s = SledStore::open(&path).unwrap();
+        s.record_issuance(&rec("0c")).unwrap();
+        assert_eq!(s.issuance_count().unwrap(), 3);
+        let recent: Vec<String> = s
+            .recent_issuance(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.serial)
+            .collect();
+        assert_eq!(recent, ["0c", "0b", "0a"]);
+        assert_eq!(s.recent_issuance(1).unwrap()[0].serial, "0c");
+        let mut oldest_first = Vec::new();
+        s.for_each_issuance(&mut |r| oldest_first.push(r.serial.clone()))
+            .unwrap();
+        assert_eq!(oldest_first, ["0a", "0b", "0c"]);
     }
 
     #[test]

@@ -1,0 +1,423 @@
+//! The journal: the append-only, hash-chained audit log — which is also the issuance log —
+//! as one JSON line per record in a file beside the database.
+//!
+//! Why a file and not sled trees: every certificate appends a record, and a sled
+//! transaction over a log tree, a serial index and an audit tree cost ~150 µs of CPU per
+//! certificate (its log-structured pages are rewritten as they grow), more than signing.
+//! Appending a line and sharing one `fdatasync` with every concurrent writer costs a few
+//! µs, and does not slow down as the log grows. The file has the format `writ audit
+//! export` prints, so it can be shipped or tailed as it is.
+//!
+//! Crash safety: a record is acknowledged only after the flush that wrote it; a crash can
+//! leave at most a torn last line, never acknowledged, which is cut off at open.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::Error;
+use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
+
+/// How many serials one half of [`RecentSerials`] holds before it is retired.
+const SERIALS_PER_HALF: usize = 1 << 20;
+
+/// The append-only log file and the group commit that makes its records durable.
+pub(crate) struct Journal {
+    path: PathBuf,
+    tail: Mutex<Tail>,
+    commit: Mutex<Commit>,
+    flushed: Condvar,
+}
+
+/// What appenders share: the chain's head and the records not yet written.
+struct Tail {
+    next_seq: u64,
+    prev_hash: String,
+    /// Lines appended but not yet written, in sequence order.
+    pending: Vec<u8>,
+    /// The newest sequence number appended (pending or written); 0 when empty.
+    appended: u64,
+    /// Issuance records appended.
+    issued: u64,
+    serials: RecentSerials,
+}
+
+/// What the flushing writer owns.
+struct Commit {
+    /// Every record up to this sequence number is on disk.
+    durable: u64,
+    /// Length of the durable part of the file.
+    len: u64,
+    /// The append handle; `None` while a writer is flushing with it.
+    file: Option<File>,
+}
+
+/// Serials of the most recent one to two million issuances, as their first 64 bits.
+///
+/// Serials carry 127 random bits, so a repeat means a broken random source; this catches
+/// one without keeping every serial ever issued in memory. A false match only costs a
+/// fresh serial.
+#[derive(Default)]
+struct RecentSerials {
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+}
+
+impl RecentSerials {
+    fn key(serial: &str) -> u64 {
+        let head = serial.get(..16).unwrap_or(serial);
+        u64::from_str_radix(head, 16).unwrap_or_else(|_| {
+            // Not hex (never written by this CA): fall back to a digest of the text.
+            let d = ring::digest::digest(&ring::digest::SHA256, serial.as_bytes());
+            u64::from_be_bytes(d.as_ref()[..8].try_into().unwrap_or([0; 8]))
+        })
+    }
+
+    fn contains(&self, serial: &str) -> bool {
+        let k = Self::key(serial);
+        self.current.contains(&k) || self.previous.contains(&k)
+    }
+
+    fn insert(&mut self, serial: &str) {
+        if self.current.len() >= SERIALS_PER_HALF {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(Self::key(serial));
+    }
+}
+
+impl Journal {
+    /// Opens (or creates, mode 0600) the journal at `path`: reads it through to find the
+    /// chain's head and cuts off a torn last line left by a crash.
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mut tail = Tail {
+            next_seq: 1,
+            prev_hash: GENESIS.to_owned(),
+            pending: Vec::new(),
+            appended: 0,
+            issued: 0,
+            serials: RecentSerials::default(),
+        };
+        let mut newest_unreadable = None;
+        let mut len = 0u64;
+        let mut reader = BufReader::with_capacity(1 << 20, &mut file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            len += n as u64;
+            match serde_json::from_slice::<AuditRecord>(&line) {
+                Ok(r) => {
+                    if r.event.action == AuditAction::Issue {
+                        tail.issued += u64::from(carries_facts(&r.event));
+                        if let Some(serial) = &r.event.serial {
+                            tail.serials.insert(serial);
+                        }
+                    }
+                    tail.next_seq = r.seq + 1;
+                    tail.appended = r.seq;
+                    tail.prev_hash = r.hash;
+                    newest_unreadable = None;
+                }
+                Err(e) => newest_unreadable = Some(e),
+            }
+        }
+        drop(reader);
+        if let Some(e) = newest_unreadable {
+            // Appending after it would hide the damage.
+            return Err(Error::Corrupt(format!(
+                "the newest record of {} is unreadable ({e}); run `writ audit verify --data-dir` on a copy to find the damage",
+                path.display()
+            )));
+        }
+        if file.metadata().map_err(io)?.len() != len {
+            // A torn write from a crash: never acknowledged, so never handed out.
+            file.set_len(len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            tail: Mutex::new(tail),
+            commit: Mutex::new(Commit {
+                durable: 0,
+                len,
+                file: Some(file),
+            }),
+            flushed: Condvar::new(),
+        })
+    }
+
+    fn lock_tail(&self) -> MutexGuard<'_, Tail> {
+        // Every field is replaced only after the new record is complete: a panic elsewhere
+        // cannot leave the head half-updated.
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_commit(&self) -> MutexGuard<'_, Commit> {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chains `event` after the newest record and queues it for the next flush. With a
+    /// `serial`, refuses one seen among recent issuances ([`Error::SerialReused`]) and
+    /// appends nothing.
+    pub(crate) fn append(
+        &self,
+        event: AuditEvent,
+        serial: Option<&str>,
+        time: u64,
+    ) -> Result<AuditRecord, Error> {
+        let mut tail = self.lock_tail();
+        if serial.is_some_and(|s| tail.serials.contains(s)) {
+            return Err(Error::SerialReused);
+        }
+        let record = AuditRecord::chain(tail.next_seq, time, event, &tail.prev_hash);
+        let mut line =
+            serde_json::to_vec(&record).map_err(|e| Error::Storage(format!("journal: {e}")))?;
+        line.push(b'\n');
+        tail.pending.extend_from_slice(&line);
+        tail.appended = record.seq;
+        tail.next_seq = record.seq + 1;
+        tail.prev_hash.clone_from(&record.hash);
+        if record.event.action == AuditAction::Issue {
+            tail.issued += u64::from(carries_facts(&record.event));
+        }
+        if let Some(s) = serial {
+            tail.serials.insert(s);
+        }
+        Ok(record)
+    }
+
+    /// Issuance records appended so far (durable or about to be), not counting those
+    /// imported from an older audit log, which the older issuance log counts.
+    pub(crate) fn issued(&self) -> u64 {
+        self.lock_tail().issued
+    }
+
+    /// Returns once every record appended before the call is on disk. Concurrent callers
+    /// share flushes: one writes and syncs everything queued, the others wait for it.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        let target = self.lock_tail().appended;
+        let mut commit = self.lock_commit();
+        loop {
+            if commit.durable >= target {
+                return Ok(());
+            }
+            let Some(mut file) = commit.file.take() else {
+                commit = self.flushed.wait(commit).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            drop(commit);
+            let (bytes, upto) = {
+                let mut tail = self.lock_tail();
+                (std::mem::take(&mut tail.pending), tail.appended)
+            };
+            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+            commit = self.lock_commit();
+            match &result {
+                Ok(()) => {
+                    commit.durable = upto;
+                    commit.len += bytes.len() as u64;
+                }
+                Err(_) => {
+                    // Cut what may have been half written and keep the records queued: the
+                    // next flush retries them in order, so the chain on disk stays whole.
+                    let _ = file.set_len(commit.len);
+                    let mut tail = self.lock_tail();
+                    let mut retry = bytes;
+                    retry.extend_from_slice(&tail.pending);
+                    tail.pending = retry;
+                }
+            }
+            commit.file = Some(file);
+            self.flushed.notify_all();
+            result.map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))?;
+        }
+    }
+
+    /// Calls `f` on every durable record, oldest first, until it returns `false`. A line
+    /// that does not parse is passed as `Err(reason)` so a verifier can name it.
+    pub(crate) fn for_each(
+        &self,
+        f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
+    ) -> Result<(), Error> {
+        self.sync()?;
+        let len = self.lock_commit().len;
+        let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", self.path.display()));
+        let file = File::open(&self.path).map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file.take(len));
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                return Ok(());
+            }
+            if !f(serde_json::from_slice(&line).map_err(|e| e.to_string())) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Whether an issuance record carries the certificate's facts, as every record written
+/// by the journal does; those imported from an older audit log do not.
+pub(crate) fn carries_facts(e: &AuditEvent) -> bool {
+    e.fingerprint.is_some()
+}
+
+/// Writes `lines` (one record each, newline-terminated) as the journal at `path`,
+/// atomically: a crash leaves either no journal or all of it.
+pub(crate) fn create_from(path: &Path, lines: &[Vec<u8>]) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
+    let tmp = path.with_extension("import");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    for line in lines {
+        file.write_all(line).map_err(io)?;
+        if line.last() != Some(&b'\n') {
+            file.write_all(b"\n").map_err(io)?;
+        }
+    }
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(serial: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(AuditAction::Issue, "mtls");
+        e.serial = Some(serial.into());
+        e.fingerprint = Some("ff".into());
+        e
+    }
+
+    fn records(j: &Journal) -> Vec<Result<AuditRecord, String>> {
+        let mut out = Vec::new();
+        j.for_each(&mut |r| {
+            out.push(r);
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn appends_chain_and_survive_reopen_and_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        {
+            let j = Journal::open(&path).unwrap();
+            for s in ["01", "02", "03"] {
+                j.append(issue(s), Some(s), 7).unwrap();
+            }
+            assert!(matches!(
+                j.append(issue("02"), Some("02"), 7),
+                Err(Error::SerialReused)
+            ));
+            j.sync().unwrap();
+        }
+        let mode = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+        // A crash in the middle of a write leaves part of a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":4,\"ti").unwrap();
+        drop(f);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.issued(), 3);
+        assert!(matches!(
+            j.append(issue("03"), Some("03"), 8),
+            Err(Error::SerialReused)
+        ));
+        j.append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 8)
+            .unwrap();
+        let all = records(&j);
+        let head = crate::audit::verify(all).unwrap();
+        assert_eq!((head.records, head.seq), (4, 4));
+    }
+
+    #[test]
+    fn an_unreadable_newest_record_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        {
+            let j = Journal::open(&path).unwrap();
+            j.append(issue("01"), Some("01"), 1).unwrap();
+            j.sync().unwrap();
+        }
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"not json\n").unwrap();
+        drop(f);
+        let Err(Error::Corrupt(msg)) = Journal::open(&path) else {
+            panic!("opened");
+        };
+        assert!(msg.contains("audit verify"), "{msg}");
+    }
+
+    #[test]
+    fn concurrent_appenders_share_flushes_and_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let j = std::sync::Arc::new(Journal::open(&path).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let s = format!("{t:02x}{i:04x}");
+                        j.append(issue(&s), Some(&s), 1).unwrap();
+                        j.sync().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.issued(), 800);
+        let head = crate::audit::verify(records(&j)).unwrap();
+        assert_eq!(head.records, 800);
+    }
+
+    #[test]
+    fn recent_serials_forget_only_beyond_two_halves() {
+        let mut s = RecentSerials::default();
+        for i in 0..(SERIALS_PER_HALF as u64 * 2) {
+            s.insert(&format!("{i:016x}"));
+        }
+        assert!(s.contains(&format!("{:016x}", 0)));
+        s.insert("ff");
+        // The oldest half is retired once a third begins.
+        assert!(!s.contains(&format!("{:016x}", 0)));
+        assert!(s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
+        assert!(s.contains("ff"));
+    }
+}
