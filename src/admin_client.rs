@@ -65,7 +65,12 @@ impl AdminTarget {
 
 /// A gRPC status as an error a user can act on.
 pub fn status(s: tonic::Status) -> anyhow::Error {
-    if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Unavailable {
+    // A refused connection is closed unread; depending on timing the client reports that
+    // as any of these.
+    if matches!(
+        s.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+    ) {
         anyhow::anyhow!(
             "the server refused or dropped the admin connection ({}); the admin socket only serves the server's own user and root",
             s.message()
