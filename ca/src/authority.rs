@@ -829,19 +829,17 @@ impl Authority {
 
     /// Unexpired leaves per generation at `now`, from the issuance log.
     fn live_leaves(&self, now: SystemTime) -> Result<LiveLeaves, Error> {
-        let now = unix(now);
-        let mut live = LiveLeaves::new();
-        self.store.for_each_issuance(&mut |r| {
-            // The server's own serving certificate is reissued under the new generation at
-            // activation; an old one is never served again, so it does not hold a root back.
-            if r.not_after > now && r.auth != crate::AuthMethod::Internal.as_str() {
-                let t = SystemTime::UNIX_EPOCH + Duration::from_secs(r.not_after);
-                let e = live.entry(r.generation).or_insert((0, t));
-                e.0 += 1;
-                e.1 = e.1.max(t);
-            }
-        })?;
-        Ok(live)
+        Ok(self
+            .store
+            .live_leaves(unix(now))?
+            .into_iter()
+            .map(|(g, (count, latest))| {
+                (
+                    g,
+                    (count, SystemTime::UNIX_EPOCH + Duration::from_secs(latest)),
+                )
+            })
+            .collect())
     }
 
     /// Persists `next`, then makes it the live state.

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -91,8 +91,9 @@ impl RecentSerials {
 
 impl Journal {
     /// Opens (or creates, mode 0600) the journal at `path`: reads it through to find the
-    /// chain's head and cuts off a torn last line left by a crash.
-    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+    /// chain's head, passing each readable record to `each`, and cuts off a torn last
+    /// line left by a crash.
+    pub(crate) fn open(path: &Path, each: &mut dyn FnMut(&AuditRecord)) -> Result<Self, Error> {
         let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
         let mut file = OpenOptions::new()
             .read(true)
@@ -122,6 +123,7 @@ impl Journal {
             len += n as u64;
             match serde_json::from_slice::<AuditRecord>(&line) {
                 Ok(r) => {
+                    each(&r);
                     if r.event.action == AuditAction::Issue {
                         tail.issued += u64::from(carries_facts(&r.event));
                         if let Some(serial) = &r.event.serial {
@@ -272,6 +274,47 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// Calls `f` on every durable record, newest first, until it returns `false`; reads
+    /// the file backwards, so the cost follows what `f` consumes, not the journal's size.
+    pub(crate) fn for_each_newest(
+        &self,
+        f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
+    ) -> Result<(), Error> {
+        const BLOCK: u64 = 64 * 1024;
+        self.sync()?;
+        let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", self.path.display()));
+        let mut file = File::open(&self.path).map_err(io)?;
+        let mut end = self.lock_commit().len;
+        // The start of a line whose beginning lies before `end`.
+        let mut carry = Vec::new();
+        while end > 0 {
+            let start = end.saturating_sub(BLOCK);
+            let mut buf = vec![0; (end - start) as usize];
+            file.seek(SeekFrom::Start(start)).map_err(io)?;
+            file.read_exact(&mut buf).map_err(io)?;
+            buf.extend_from_slice(&carry);
+            // Unless this block starts the file, its first line may be partial.
+            let split = match start {
+                0 => 0,
+                _ => buf
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(buf.len(), |i| i + 1),
+            };
+            for line in buf[split..].rsplit(|b| *b == b'\n') {
+                if !line.is_empty() && !f(serde_json::from_slice(line).map_err(|e| e.to_string())) {
+                    return Ok(());
+                }
+            }
+            buf.truncate(split);
+            carry = buf;
+            end = start;
+        }
+        Ok(())
+    }
+}
+
 /// Whether an issuance record carries the certificate's facts, as every record written
 /// by the journal does; those imported from an older audit log do not.
 pub(crate) fn carries_facts(e: &AuditEvent) -> bool {
@@ -330,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         {
-            let j = Journal::open(&path).unwrap();
+            let j = Journal::open(&path, &mut |_| {}).unwrap();
             for s in ["01", "02", "03"] {
                 j.append(issue(s), Some(s), 7).unwrap();
             }
@@ -349,7 +392,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":4,\"ti").unwrap();
         drop(f);
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, &mut |_| {}).unwrap();
         assert_eq!(j.issued(), 3);
         assert!(matches!(
             j.append(issue("03"), Some("03"), 8),
@@ -367,14 +410,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         {
-            let j = Journal::open(&path).unwrap();
+            let j = Journal::open(&path, &mut |_| {}).unwrap();
             j.append(issue("01"), Some("01"), 1).unwrap();
             j.sync().unwrap();
         }
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"not json\n").unwrap();
         drop(f);
-        let Err(Error::Corrupt(msg)) = Journal::open(&path) else {
+        let Err(Error::Corrupt(msg)) = Journal::open(&path, &mut |_| {}) else {
             panic!("opened");
         };
         assert!(msg.contains("audit verify"), "{msg}");
@@ -384,7 +427,7 @@ mod tests {
     fn concurrent_appenders_share_flushes_and_keep_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let j = std::sync::Arc::new(Journal::open(&path).unwrap());
+        let j = std::sync::Arc::new(Journal::open(&path, &mut |_| {}).unwrap());
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let j = j.clone();
@@ -401,10 +444,46 @@ mod tests {
             t.join().unwrap();
         }
         drop(j);
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, &mut |_| {}).unwrap();
         assert_eq!(j.issued(), 800);
         let head = crate::audit::verify(records(&j)).unwrap();
         assert_eq!(head.records, 800);
+    }
+
+    #[test]
+    fn newest_first_reads_across_blocks_and_stops_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let j = Journal::open(&path, &mut |_| {}).unwrap();
+        // Long details make records straddle the 64 KiB blocks read backwards.
+        for i in 0..300u64 {
+            let mut e = AuditEvent::new(AuditAction::TokenCreate, "uid:0");
+            e.detail = Some("x".repeat((i as usize * 37) % 3000));
+            j.append(e, None, i).unwrap();
+        }
+        let mut seqs = Vec::new();
+        j.for_each_newest(&mut |r| {
+            seqs.push(r.unwrap().seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(seqs, (1..=300).rev().collect::<Vec<_>>());
+        let mut three = Vec::new();
+        j.for_each_newest(&mut |r| {
+            three.push(r.unwrap().seq);
+            three.len() < 3
+        })
+        .unwrap();
+        assert_eq!(three, [300, 299, 298]);
+        let mut seen = 0;
+        let mut counted = 0;
+        drop(j);
+        Journal::open(&path, &mut |r| {
+            seen += 1;
+            counted += r.seq;
+        })
+        .unwrap();
+        assert_eq!((seen, counted), (300, 300 * 301 / 2));
     }
 
     #[test]

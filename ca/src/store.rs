@@ -4,7 +4,9 @@
 //! append-only issuance log, so a PostgreSQL backend (one table per tree) can replace sled
 //! for multi-replica deployments. Every write returns only once it is durable.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,9 @@ pub struct IssuanceRecord {
 
 /// Key-value pairs of one tree, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Generation → (unexpired leaves, latest notAfter in Unix seconds).
+pub type LiveLeaves = BTreeMap<u64, (u64, u64)>;
 
 /// Durable storage for CA state, the issuance log and later features' records.
 pub trait Store: Send + Sync {
@@ -71,6 +76,21 @@ pub trait Store: Send + Sync {
     fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error>;
     /// Number of records in the log.
     fn issuance_count(&self) -> Result<u64, Error>;
+    /// Leaves unexpired at `now` (Unix seconds) per CA generation, as (count, latest
+    /// notAfter), leaving out the server's own certificates (`internal`), which are
+    /// reissued under a new generation and never hold an old one back. `now` may lie in
+    /// the future, or up to an hour in the past.
+    fn live_leaves(&self, now: u64) -> Result<LiveLeaves, Error> {
+        let mut live = LiveLeaves::new();
+        self.for_each_issuance(&mut |r| {
+            if r.not_after > now && r.auth != crate::AuthMethod::Internal.as_str() {
+                let e = live.entry(r.generation).or_insert((0, 0));
+                e.0 += 1;
+                e.1 = e.1.max(r.not_after);
+            }
+        })?;
+        Ok(live)
+    }
     /// Appends `event` to the hash-chained audit log, durably, and returns the record.
     /// [`Store::record_issuance`] audits issuance itself, atomically with the log entry.
     fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, Error>;
@@ -101,6 +121,37 @@ pub struct SledStore {
     journal: Journal,
     /// The issuance log and serial index of an older data directory, when not empty.
     legacy: Option<Legacy>,
+    /// Unexpired leaves by expiry, so rotation decisions and `root status` do not read
+    /// the whole history.
+    live: Mutex<LiveIndex>,
+}
+
+/// Counts of leaves by (notAfter, generation), for leaves not yet known to be expired.
+#[derive(Default)]
+struct LiveIndex(BTreeMap<(u64, u64), u64>);
+
+impl LiveIndex {
+    fn add(&mut self, r: &IssuanceRecord) {
+        if r.auth != crate::AuthMethod::Internal.as_str() {
+            *self.0.entry((r.not_after, r.generation)).or_default() += 1;
+        }
+    }
+
+    fn at(&mut self, now: u64) -> LiveLeaves {
+        // Leaves that expired by the clock are dropped for good, with an hour's slack for
+        // a caller's `now` taken a little earlier. What remains is bounded by the distinct
+        // expiry seconds of unexpired leaves (a day's worth with the default maximum TTL),
+        // whatever the size of the history.
+        let horizon = now_unix().saturating_sub(3600);
+        self.0 = self.0.split_off(&(horizon, 0));
+        let mut live = LiveLeaves::new();
+        for (&(not_after, generation), &count) in self.0.range((now.saturating_add(1), 0)..) {
+            let e = live.entry(generation).or_insert((0, 0));
+            e.0 += count;
+            e.1 = e.1.max(not_after);
+        }
+        live
+    }
 }
 
 /// Issuance records kept in sled before the journal existed.
@@ -157,18 +208,39 @@ impl SledStore {
             })?;
         let journal_path = path.with_file_name(JOURNAL_FILE);
         import_legacy_audit(&db, &journal_path)?;
-        let journal = Journal::open(&journal_path)?;
+        let now = now_unix().saturating_sub(3600);
+        let mut live = LiveIndex::default();
+        let journal = Journal::open(&journal_path, &mut |r| {
+            if let Some(r) = issuance_of(r).filter(|r| r.not_after > now) {
+                live.add(&r);
+            }
+        })?;
         let legacy = Legacy {
             log: db.open_tree(LEGACY_LOG)?,
             serials: db.open_tree(LEGACY_SERIALS)?,
         };
         let legacy = (!legacy.log.is_empty() || !legacy.serials.is_empty()).then_some(legacy);
+        if let Some(legacy) = &legacy {
+            for v in legacy.log.iter().values() {
+                let r: IssuanceRecord = serde_json::from_slice(&v?)
+                    .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?;
+                if r.not_after > now {
+                    live.add(&r);
+                }
+            }
+        }
         Ok(Self {
             db,
             commit: GroupCommit::default(),
             journal,
             legacy,
+            live: Mutex::new(live),
         })
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, LiveIndex> {
+        // Counts are updated one entry at a time; a panic elsewhere leaves them usable.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, Error> {
@@ -316,22 +388,30 @@ impl Store for SledStore {
         event.key_type = Some(record.key_type.clone());
         event.generation = Some(record.generation);
         self.journal
-            .append(event, Some(&record.serial), now_unix())
-            .map(drop)
+            .append(event, Some(&record.serial), now_unix())?;
+        self.lock_live().add(record);
+        Ok(())
+    }
+
+    fn live_leaves(&self, now: u64) -> Result<LiveLeaves, Error> {
+        Ok(self.lock_live().at(now))
     }
 
     fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {
-        let mut newest = std::collections::VecDeque::with_capacity(limit.min(4096));
-        self.journal_issuance(&mut |r| {
-            if newest.len() == limit {
-                newest.pop_front();
-            }
-            if limit > 0 {
-                newest.push_back(r);
-            }
-            true
-        })?;
-        let mut out: Vec<IssuanceRecord> = newest.into_iter().rev().collect();
+        let mut out = Vec::with_capacity(limit.min(4096));
+        let mut failure = None;
+        if limit > 0 {
+            self.journal.for_each_newest(&mut |r| {
+                match r {
+                    Ok(r) => out.extend(issuance_of(&r)),
+                    Err(e) => failure = Some(e),
+                }
+                failure.is_none() && out.len() < limit
+            })?;
+        }
+        if let Some(e) = failure {
+            return Err(Error::Corrupt(format!("issuance log: {e}")));
+        }
         if let Some(legacy) = &self.legacy {
             for r in legacy.log.iter().values().rev() {
                 if out.len() >= limit {
@@ -561,6 +641,42 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seqs, [2]);
+    }
+
+    #[test]
+    fn live_leaves_follow_expiry_and_generation_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = now_unix();
+        let leaf = |serial: &str, generation: u64, not_after: u64, auth: &str| IssuanceRecord {
+            generation,
+            not_after,
+            auth: auth.into(),
+            ..rec(serial)
+        };
+        {
+            let s = SledStore::open(&path).unwrap();
+            s.record_issuance(&leaf("01", 1, now - 10, "mtls")).unwrap();
+            s.record_issuance(&leaf("02", 1, now + 100, "mtls"))
+                .unwrap();
+            s.record_issuance(&leaf("03", 1, now + 50, "token"))
+                .unwrap();
+            s.record_issuance(&leaf("04", 2, now + 200, "jwt")).unwrap();
+            s.record_issuance(&leaf("05", 1, now + 900, "internal"))
+                .unwrap();
+            let expect = LiveLeaves::from([(1, (2, now + 100)), (2, (1, now + 200))]);
+            assert_eq!(s.live_leaves(now).unwrap(), expect);
+            assert_eq!(
+                s.live_leaves(now + 60).unwrap(),
+                LiveLeaves::from([(1, (1, now + 100)), (2, (1, now + 200))])
+            );
+        }
+        let s = SledStore::open(&path).unwrap();
+        assert_eq!(
+            s.live_leaves(now + 150).unwrap(),
+            LiveLeaves::from([(2, (1, now + 200))])
+        );
+        assert!(s.live_leaves(now + 200).unwrap().is_empty());
     }
 
     #[test]
