@@ -486,6 +486,67 @@ mod tests {
         assert_eq!((seen, counted), (300, 300 * 301 / 2));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever a damaged or hostile file holds after some good records, opening either
+        /// refuses with `Corrupt` or succeeds; when it succeeds, reading newest-first is
+        /// reading oldest-first reversed, and a new record chains after the newest.
+        #[test]
+        fn any_file_opens_or_is_refused_and_reads_agree(
+            good in 0usize..6,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            newline_end in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            {
+                let j = Journal::open(&path, &mut |_| {}).unwrap();
+                for i in 0..good {
+                    let s = format!("{i:02x}");
+                    j.append(issue(&s), Some(&s), 1).unwrap();
+                }
+                j.sync().unwrap();
+            }
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(&junk).unwrap();
+            if newline_end {
+                f.write_all(b"\n").unwrap();
+            }
+            drop(f);
+            match Journal::open(&path, &mut |_| {}) {
+                Err(e) => proptest::prop_assert!(matches!(e, Error::Corrupt(_)), "{e}"),
+                Ok(j) => {
+                    let mut forward = Vec::new();
+                    j.for_each(&mut |r| {
+                        forward.push(r);
+                        true
+                    })
+                    .unwrap();
+                    let mut backward = Vec::new();
+                    j.for_each_newest(&mut |r| {
+                        backward.push(r);
+                        true
+                    })
+                    .unwrap();
+                    backward.reverse();
+                    // Blank lines are skipped newest-first; compare the readable records.
+                    let ok = |v: &[Result<AuditRecord, String>]| {
+                        v.iter().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>()
+                    };
+                    proptest::prop_assert_eq!(ok(&forward), ok(&backward));
+                    let head = forward.iter().rev().find_map(|r| r.as_ref().ok().cloned());
+                    let next = j
+                        .append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 2)
+                        .unwrap();
+                    proptest::prop_assert_eq!(
+                        next.prev,
+                        head.map_or_else(|| GENESIS.to_owned(), |h| h.hash)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn recent_serials_forget_only_beyond_two_halves() {
         let mut s = RecentSerials::default();
