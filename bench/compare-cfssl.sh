@@ -22,7 +22,9 @@ echo "== building writ (release)"
 writ="$here/target/release/writ"
 
 echo "== writ: renew mode, P-256 CA, 2 connections, 64 in flight, ${secs}s"
-"$writ" server --data-dir "$work/writ" --listen 127.0.0.1:0 -o json > "$work/writ.json" 2>"$work/writ.log" &
+# A throwaway CA: unencrypted keys (--dev), and allowed to run as root on a test machine.
+as_root=(); [ "$(id -u)" = 0 ] && as_root=(--allow-root)
+"$writ" server --dev "${as_root[@]}" --data-dir "$work/writ" --listen 127.0.0.1:0 -o json > "$work/writ.json" 2>"$work/writ.log" &
 for _ in $(seq 50); do [ -s "$work/writ.json" ] && break; sleep 0.1; done
 addr=$(python3 -c "import json,sys;print(json.load(open('$work/writ.json'))['listen'])")
 "$writ" bench --server "$addr" --data-dir "$work/writ" --mode renew --connections 2 \
