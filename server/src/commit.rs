@@ -8,6 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Notify, watch};
 use writ_ca::store::Store;
 
+/// How long the commit thread lets more writes join a flush when the previous flush was
+/// shared. Under load a flush then covers several times more certificates, and each
+/// `fdatasync` costs tens of µs of CPU (renew 2 × 64: 193 → 175 µs per certificate,
+/// 7,600 → 8,500 certificates/s, p99 17 → 14 ms); a lone request is flushed at once.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
+
 /// What the committer has made durable.
 #[derive(Clone, Debug, Default)]
 struct Progress {
@@ -48,14 +54,22 @@ impl Committer {
     }
 
     fn run(&self, store: &dyn Store, runtime: &tokio::runtime::Handle) {
+        let mut last_batch = 0;
         loop {
-            let target = self.requested.load(Ordering::Acquire);
-            if target <= self.progress.borrow().durable {
+            let durable = self.progress.borrow().durable;
+            if self.requested.load(Ordering::Acquire) <= durable {
                 // `Notify` keeps a permit when nobody waits, so a ticket taken between
                 // the load above and this wait is not missed.
                 runtime.block_on(self.wake.notified());
                 continue;
             }
+            if last_batch >= 2 {
+                std::thread::sleep(GATHER);
+            }
+            // Read after the gathering pause: a ticket is taken only once its record is
+            // written, so everything up to here is covered by the flush below.
+            let target = self.requested.load(Ordering::Acquire);
+            last_batch = target - durable;
             let result = store.sync();
             self.progress.send_modify(|p| match result {
                 Ok(()) => {
