@@ -33,7 +33,8 @@ python3 - "$work/writ-bench.json" <<'PY'
 import json,sys
 r=json.load(open(sys.argv[1]))
 print(f"writ : {r['per_second']:.0f} certs/s  p50 {r['latency']['p50_ms']:.2f} ms  p99 {r['latency']['p99_ms']:.2f} ms  "
-      f"server CPU {r['server_cpu_us_per_cert']:.0f} us/cert = {r['overhead_ratio']:.2f}x crypto ({r['crypto_us_per_cert']:.0f} us)")
+      f"server CPU {r['server_cpu_us_per_cert']:.0f} us/cert = {r['overhead_ratio']:.2f}x crypto ({r['crypto_us_per_cert']:.0f} us)  "
+      f"load generator {r['client_cpu_us_per_cert']:.0f} us/cert (TLS, a fresh signed CSR each, every answer parsed)")
 PY
 
 echo "== cfssl: HTTP sign API, P-256 CA, wrk -t2 -c64, ${secs}s"
@@ -55,10 +56,20 @@ local f = io.open("body.json"); wrk.body = f:read("*a"); f:close()
 LUA
 cfssl_pid=$(pgrep -f "cfssl serve" | head -1)
 before=$(awk '{print $14+$15}' /proc/$cfssl_pid/stat)
-wrk -t2 -c64 -d"${secs}s" --latency -s sign.lua http://127.0.0.1:8889/api/v1/cfssl/sign > wrk.txt
+# wrk's own CPU time, from the rusage of the finished child.
+wrk_cpu=$(python3 - "$secs" <<'PY'
+import resource, subprocess, sys
+with open("wrk.txt", "w") as out:
+    subprocess.run(["wrk", "-t2", "-c64", f"-d{sys.argv[1]}s", "--latency", "-s", "sign.lua",
+                    "http://127.0.0.1:8889/api/v1/cfssl/sign"], stdout=out, check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime + r.ru_stime)
+PY
+)
 after=$(awk '{print $14+$15}' /proc/$cfssl_pid/stat)
 reqs=$(awk '/requests in/ {print $1}' wrk.txt)
 rate=$(awk '/Requests\/sec/ {print $2}' wrk.txt)
 p50=$(awk '$1=="50%" {print $2}' wrk.txt); p99=$(awk '$1=="99%" {print $2}' wrk.txt)
 cpu_us=$(python3 -c "print(f'{($after-$before)*10000/max($reqs,1):.0f}')")
-echo "cfssl: ${rate} certs/s  p50 ${p50}  p99 ${p99}  server CPU ${cpu_us} us/cert"
+wrk_us=$(python3 -c "print(f'{$wrk_cpu*1e6/max($reqs,1):.0f}')")
+echo "cfssl: ${rate} certs/s  p50 ${p50}  p99 ${p99}  server CPU ${cpu_us} us/cert  load generator ${wrk_us} us/cert (wrk: plain HTTP, the same CSR resent)"

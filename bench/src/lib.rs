@@ -77,6 +77,9 @@ pub struct Report {
     pub latency: Latency,
     /// Server CPU time per certificate, µs (needs the server's pid).
     pub server_cpu_us_per_cert: Option<f64>,
+    /// This load generator's own CPU time per certificate, µs: what the load costs the
+    /// machine besides the server (it shares the cores when run on the same host).
+    pub client_cpu_us_per_cert: Option<f64>,
     /// Bare parse + verify + sign of one certificate on one core, µs.
     pub crypto_us_per_cert: f64,
     /// Server CPU per certificate over the crypto cost.
@@ -108,17 +111,21 @@ pub async fn run(opts: BenchOptions) -> Result<Report, Error> {
         tokio::task::spawn_blocking(move || bare_cost(ca_key, csr_key, Duration::from_millis(500)))
             .await
             .map_err(|_| Error::Options("crypto measurement task failed".into()))??;
+    let own = std::process::id();
     let cpu_before = opts.server_pid.and_then(process_cpu);
+    let own_before = process_cpu(own);
     let outcome = load::generate(&opts).await?;
     let cpu_after = opts.server_pid.and_then(process_cpu);
+    let own_after = process_cpu(own);
     let certificates = outcome.samples.successes();
     let seconds = outcome.elapsed.as_secs_f64();
-    let server_cpu = match (cpu_before, cpu_after) {
+    let per_cert = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
         (Some(a), Some(b)) if certificates > 0 => {
-            Some((b - a).as_secs_f64() * 1e6 / certificates as f64)
+            Some(b.saturating_sub(a).as_secs_f64() * 1e6 / certificates as f64)
         }
         _ => None,
     };
+    let server_cpu = per_cert(cpu_before, cpu_after);
     let crypto_us = crypto.as_secs_f64() * 1e6;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -132,6 +139,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, Error> {
         per_second: certificates as f64 / seconds.max(1e-9),
         latency: outcome.samples.summary(),
         server_cpu_us_per_cert: server_cpu,
+        client_cpu_us_per_cert: per_cert(own_before, own_after),
         crypto_us_per_cert: crypto_us,
         overhead_ratio: server_cpu.map(|s| s / crypto_us),
         crypto_ceiling_per_second: cores * 1e6 / crypto_us,

@@ -224,4 +224,7 @@ fn print_text(r: &Report) {
         }
         _ => println!("  server CPU:     unknown (pass --server-pid)"),
     }
+    if let Some(cpu) = r.client_cpu_us_per_cert {
+        println!("  client CPU:     {cpu:.1} µs/certificate (this load generator)");
+    }
 }

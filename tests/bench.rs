@@ -1,0 +1,166 @@
+//! End to end: `writ bench` against a real server in every mode, briefly — a smoke check of
+//! the load generator and its report (no threshold: speed is measured, not tested). Every
+//! certificate it counts must be in the server's issuance log.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Server, assert_success, writ};
+
+fn issued_total(server: &Server) -> u64 {
+    server.admin_json(&["certs", "list"])["total"]
+        .as_u64()
+        .unwrap()
+}
+
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let data = server.data_dir.display().to_string();
+    let mut all = vec!["bench", "--server", &server.addr, "--data-dir", &data];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    let out = writ(&all);
+    assert_success(&out, &all);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The fields every signing mode reports, consistent with each other and with the log.
+fn check_signing_report(server: &Server, r: &serde_json::Value, logged_before: u64) {
+    let certs = r["certificates"].as_u64().unwrap();
+    assert!(certs > 0, "{r}");
+    assert_eq!(r["latency"]["errors"], serde_json::json!({}), "{r}");
+    let per_second = r["per_second"].as_f64().unwrap();
+    let seconds = r["seconds"].as_f64().unwrap();
+    assert!((per_second * seconds - certs as f64).abs() < 1.0, "{r}");
+    let p50 = r["latency"]["p50_ms"].as_f64().unwrap();
+    let p99 = r["latency"]["p99_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99, "{r}");
+    // The server's pid comes from its admin socket, so its CPU time is measured.
+    let server_cpu = r["server_cpu_us_per_cert"].as_f64().unwrap();
+    let crypto = r["crypto_us_per_cert"].as_f64().unwrap();
+    assert!(server_cpu > 0.0 && crypto > 0.0, "{r}");
+    let ratio = r["overhead_ratio"].as_f64().unwrap();
+    assert!((ratio - server_cpu / crypto).abs() < 1e-6, "{r}");
+    assert!(r["client_cpu_us_per_cert"].as_f64().unwrap() > 0.0, "{r}");
+    // A certificate counted is a certificate issued.
+    assert!(issued_total(server) >= logged_before + certs, "{r}");
+}
+
+#[test]
+fn every_mode_runs_against_a_real_server_and_reports_what_it_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+
+    let before = issued_total(&server);
+    let renew = bench(
+        &server,
+        &[
+            "--mode",
+            "renew",
+            "--connections",
+            "2",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert_eq!(
+        (renew["mode"].as_str(), renew["connections"].as_u64()),
+        (Some("renew"), Some(2))
+    );
+    check_signing_report(&server, &renew, before);
+
+    let before = issued_total(&server);
+    let handshake = bench(
+        &server,
+        &[
+            "--mode",
+            "handshake",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+        ],
+    );
+    check_signing_report(&server, &handshake, before);
+
+    let before = issued_total(&server);
+    let bootstrap = bench(
+        &server,
+        &[
+            "--mode",
+            "bootstrap",
+            "--tokens",
+            "20",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+        ],
+    );
+    check_signing_report(&server, &bootstrap, before);
+    assert!(
+        bootstrap["certificates"].as_u64().unwrap() <= 20,
+        "{bootstrap}"
+    );
+
+    let watch = bench(&server, &["--mode", "watch", "--watchers", "10"]);
+    assert_eq!(watch["connected"], 10, "{watch}");
+    assert_eq!(watch["reached"], 10, "{watch}");
+    assert!(
+        watch["server_rss_with_watchers_mib"].as_f64().unwrap() > 0.0,
+        "{watch}"
+    );
+
+    // The text report carries the same figures for a person.
+    let data = server.data_dir.display().to_string();
+    let out = writ(&[
+        "bench",
+        "--server",
+        &server.addr,
+        "--data-dir",
+        &data,
+        "--mode",
+        "renew",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+    ]);
+    assert_success(&out, &["bench"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "certificates:",
+        "server CPU:",
+        "client CPU:",
+        "crypto cost:",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn impossible_options_are_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let data = server.data_dir.display().to_string();
+    let out = writ(&[
+        "bench",
+        "--server",
+        &server.addr,
+        "--data-dir",
+        &data,
+        "--mode",
+        "renew",
+        "--concurrency",
+        "0",
+        "--duration",
+        "1s",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("concurrency"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
