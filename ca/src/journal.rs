@@ -153,12 +153,13 @@ impl Journal {
         }
         Ok(Self {
             path: path.to_owned(),
-            tail: Mutex::new(tail),
             commit: Mutex::new(Commit {
-                durable: 0,
+                // Everything read back is on disk already.
+                durable: tail.appended,
                 len,
                 file: Some(file),
             }),
+            tail: Mutex::new(tail),
             flushed: Condvar::new(),
         })
     }
