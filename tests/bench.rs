@@ -13,12 +13,19 @@ fn issued_total(server: &Server) -> u64 {
         .unwrap()
 }
 
-fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+/// `writ bench` at `server` with `args`.
+fn bench_out(server: &Server, args: &[&str]) -> std::process::Output {
     let data = server.data_dir.display().to_string();
     let mut all = vec!["bench", "--server", &server.addr, "--data-dir", &data];
     all.extend_from_slice(args);
+    writ(&all)
+}
+
+/// `writ bench ... -o json`, asserting success.
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
     all.extend(["-o", "json"]);
-    let out = writ(&all);
+    let out = bench_out(server, &all);
     assert_success(&out, &all);
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -113,20 +120,10 @@ fn every_mode_runs_against_a_real_server_and_reports_what_it_measured() {
     );
 
     // The text report carries the same figures for a person.
-    let data = server.data_dir.display().to_string();
-    let out = writ(&[
-        "bench",
-        "--server",
-        &server.addr,
-        "--data-dir",
-        &data,
-        "--mode",
-        "renew",
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-    ]);
+    let out = bench_out(
+        &server,
+        &["--mode", "renew", "--concurrency", "2", "--duration", "1s"],
+    );
     assert_success(&out, &["bench"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [
@@ -143,20 +140,10 @@ fn every_mode_runs_against_a_real_server_and_reports_what_it_measured() {
 fn impossible_options_are_refused_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
-    let data = server.data_dir.display().to_string();
-    let out = writ(&[
-        "bench",
-        "--server",
-        &server.addr,
-        "--data-dir",
-        &data,
-        "--mode",
-        "renew",
-        "--concurrency",
-        "0",
-        "--duration",
-        "1s",
-    ]);
+    let out = bench_out(
+        &server,
+        &["--mode", "renew", "--concurrency", "0", "--duration", "1s"],
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("concurrency"),
