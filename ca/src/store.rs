@@ -160,6 +160,13 @@ struct Legacy {
     serials: sled::Tree,
 }
 
+impl Legacy {
+    /// Decodes one value of the legacy log.
+    fn record(value: sled::Result<sled::IVec>) -> Result<IssuanceRecord, Error> {
+        serde_json::from_slice(&value?).map_err(|e| Error::Corrupt(format!("issuance log: {e}")))
+    }
+}
+
 /// Group commit: writers that need durability at the same moment share one flush. The
 /// first to arrive flushes (covering everything written before it started); those that
 /// arrive meanwhile wait and the next flush covers them all.
@@ -221,9 +228,8 @@ impl SledStore {
         };
         let legacy = (!legacy.log.is_empty() || !legacy.serials.is_empty()).then_some(legacy);
         if let Some(legacy) = &legacy {
-            for v in legacy.log.iter().values() {
-                let r: IssuanceRecord = serde_json::from_slice(&v?)
-                    .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?;
+            for r in legacy.log.iter().values().map(Legacy::record) {
+                let r = r?;
                 if r.not_after > now {
                     live.add(&r);
                 }
@@ -413,14 +419,11 @@ impl Store for SledStore {
             return Err(Error::Corrupt(format!("issuance log: {e}")));
         }
         if let Some(legacy) = &self.legacy {
-            for r in legacy.log.iter().values().rev() {
+            for r in legacy.log.iter().values().rev().map(Legacy::record) {
                 if out.len() >= limit {
                     break;
                 }
-                out.push(
-                    serde_json::from_slice(&r?)
-                        .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?,
-                );
+                out.push(r?);
             }
         }
         Ok(out)
@@ -428,10 +431,8 @@ impl Store for SledStore {
 
     fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error> {
         if let Some(legacy) = &self.legacy {
-            for v in legacy.log.iter().values() {
-                let rec: IssuanceRecord = serde_json::from_slice(&v?)
-                    .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))?;
-                f(&rec);
+            for r in legacy.log.iter().values().map(Legacy::record) {
+                f(&r?);
             }
         }
         self.journal_issuance(&mut |r| {
