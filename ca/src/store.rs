@@ -487,6 +487,22 @@ fn now_unix() -> u64 {
 mod tests {
     use super::*;
 
+    /// Opens the store at `path`, waiting a little for the lock: sled's background threads
+    /// can hold it for a moment after the previous `Db` is dropped.
+    fn open(path: &Path) -> SledStore {
+        let mut attempts = 0;
+        loop {
+            match SledStore::open(path) {
+                Ok(s) => return s,
+                Err(Error::Storage(e)) if e.contains("locked") && attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("opening {}: {e}", path.display()),
+            }
+        }
+    }
+
     fn rec(serial: &str) -> IssuanceRecord {
         IssuanceRecord {
             serial: serial.into(),
@@ -504,7 +520,7 @@ mod tests {
     fn log_refuses_reused_serial_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = SledStore::open(&dir.path().join("db")).unwrap();
+            let s = open(&dir.path().join("db"));
             s.record_issuance(&rec("01")).unwrap();
             s.record_issuance(&rec("02")).unwrap();
             assert!(matches!(
@@ -513,7 +529,7 @@ mod tests {
             ));
             assert_eq!(s.issuance_count().unwrap(), 2);
         }
-        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        let s = open(&dir.path().join("db"));
         let recent = s.recent_issuance(10).unwrap();
         assert_eq!(
             recent.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>(),
@@ -524,7 +540,7 @@ mod tests {
     #[test]
     fn concurrent_writers_share_flushes_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let s = std::sync::Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let s = std::sync::Arc::new(open(&dir.path().join("db")));
         let threads: Vec<_> = (0..16)
             .map(|t| {
                 let s = s.clone();
@@ -540,7 +556,7 @@ mod tests {
         }
         assert_eq!(s.issuance_count().unwrap(), 800);
         drop(s);
-        let reopened = SledStore::open(&dir.path().join("db")).unwrap();
+        let reopened = open(&dir.path().join("db"));
         assert_eq!(reopened.issuance_count().unwrap(), 800);
         // Every issuance is audited once, in one unbroken chain, and appending after a
         // reopen continues it.
@@ -596,7 +612,7 @@ mod tests {
             prev
         };
         for _ in 0..2 {
-            let s = SledStore::open(&path).unwrap();
+            let s = open(&path);
             assert!(matches!(
                 s.record_issuance(&rec("0a")),
                 Err(Error::SerialReused)
@@ -611,7 +627,7 @@ mod tests {
             crate::audit::verify(audit).unwrap();
             assert!(s.db.open_tree(LEGACY_AUDIT).unwrap().is_empty());
         }
-        let s = SledStore::open(&path).unwrap();
+        let s = open(&path);
         s.record_issuance(&rec("0c")).unwrap();
         assert_eq!(s.issuance_count().unwrap(), 3);
         let recent: Vec<String> = s
@@ -631,7 +647,7 @@ mod tests {
     #[test]
     fn a_refused_serial_consumes_no_audit_record() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        let s = open(&dir.path().join("db"));
         s.record_issuance(&rec("01")).unwrap();
         assert!(s.record_issuance(&rec("01")).is_err());
         s.record_issuance(&rec("02")).unwrap();
@@ -656,7 +672,7 @@ mod tests {
             ..rec(serial)
         };
         {
-            let s = SledStore::open(&path).unwrap();
+            let s = open(&path);
             s.record_issuance(&leaf("01", 1, now - 10, "mtls")).unwrap();
             s.record_issuance(&leaf("02", 1, now + 100, "mtls"))
                 .unwrap();
@@ -672,7 +688,7 @@ mod tests {
                 LiveLeaves::from([(1, (1, now + 100)), (2, (1, now + 200))])
             );
         }
-        let s = SledStore::open(&path).unwrap();
+        let s = open(&path);
         assert_eq!(
             s.live_leaves(now + 150).unwrap(),
             LiveLeaves::from([(2, (1, now + 200))])
@@ -683,7 +699,7 @@ mod tests {
     #[test]
     fn compare_and_swap_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        let s = open(&dir.path().join("db"));
         assert!(
             s.compare_and_swap("t", b"k", None, Some(b"pending"))
                 .unwrap()
