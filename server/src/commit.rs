@@ -2,17 +2,20 @@
 //! issuance record unsynced, and await one flush shared by every request that arrived
 //! meanwhile. One thread does the flushing, so no request parks a thread of its own.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use writ_ca::store::Store;
 
-/// How long the commit thread lets more writes join a flush when the previous flush was
-/// shared. Under load a flush then covers several times more certificates, and each
-/// `fdatasync` costs tens of µs of CPU (renew 2 × 64: 193 → 175 µs per certificate,
-/// 7,600 → 8,500 certificates/s, p99 17 → 14 ms); a lone request is flushed at once.
-const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
+/// The longest the commit thread holds a flush open for signing requests the server has
+/// received but not yet written. Under load a flush then covers several times more
+/// certificates (each `fdatasync` costs a few hundred µs of CPU); when every request in
+/// the server is already waiting for the flush, it starts at once, so a lone request or
+/// a light load never waits for the window.
+const GATHER_MAX: Duration = Duration::from_millis(2);
 
 /// What the committer has made durable.
 #[derive(Clone, Debug, Default)]
@@ -27,15 +30,40 @@ struct Progress {
 /// Hands out tickets for unsynced writes and reports when they are durable.
 pub(crate) struct Committer {
     requested: AtomicU64,
+    /// `progress.durable`, readable without the channel's lock.
+    durable: AtomicU64,
+    /// Signing requests received and not yet answered (see [`crate::inflight`]).
+    in_flight: AtomicUsize,
+    /// Set while the commit thread holds a flush open.
+    gathering: AtomicBool,
+    /// [`GATHER_MAX`], but for tests.
+    gather_max: Duration,
+    thread: OnceLock<Thread>,
     wake: Notify,
     progress: watch::Sender<Progress>,
 }
 
+/// A written, not yet durable, record's place in the flush order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket(u64);
+
+/// One received signing request, counted until it is dropped.
+pub(crate) struct InFlight(Arc<Committer>);
+
 impl Committer {
     /// Starts the flushing thread over `store`; it runs until the process exits.
     pub(crate) fn start(store: Arc<dyn Store>) -> Arc<Self> {
+        Self::start_gathering(store, GATHER_MAX)
+    }
+
+    fn start_gathering(store: Arc<dyn Store>, gather_max: Duration) -> Arc<Self> {
         let committer = Arc::new(Self {
             requested: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            gathering: AtomicBool::new(false),
+            gather_max,
+            thread: OnceLock::new(),
             wake: Notify::new(),
             progress: watch::channel(Progress::default()).0,
         });
@@ -43,7 +71,10 @@ impl Committer {
         let c = committer.clone();
         std::thread::Builder::new()
             .name("writ-commit".into())
-            .spawn(move || c.run(store.as_ref(), &runtime))
+            .spawn(move || {
+                let _ = c.thread.set(std::thread::current());
+                c.run(store.as_ref(), &runtime)
+            })
             .map(drop)
             .unwrap_or_else(|e| {
                 // Without the thread nothing would ever become durable; fail loudly at
@@ -54,23 +85,22 @@ impl Committer {
     }
 
     fn run(&self, store: &dyn Store, runtime: &tokio::runtime::Handle) {
-        let mut last_batch = 0;
         loop {
-            let durable = self.progress.borrow().durable;
+            let durable = self.durable.load(Ordering::Acquire);
             if self.requested.load(Ordering::Acquire) <= durable {
                 // `Notify` keeps a permit when nobody waits, so a ticket taken between
                 // the load above and this wait is not missed.
                 runtime.block_on(self.wake.notified());
                 continue;
             }
-            if last_batch >= 2 {
-                std::thread::sleep(GATHER);
-            }
-            // Read after the gathering pause: a ticket is taken only once its record is
-            // written, so everything up to here is covered by the flush below.
+            self.gather();
+            // Read after gathering: a ticket is taken only once its record is written,
+            // so everything up to here is covered by the flush below.
             let target = self.requested.load(Ordering::Acquire);
-            last_batch = target - durable;
             let result = store.sync();
+            if result.is_ok() {
+                self.durable.fetch_max(target, Ordering::AcqRel);
+            }
             self.progress.send_modify(|p| match result {
                 Ok(()) => {
                     p.durable = p.durable.max(target);
@@ -80,15 +110,73 @@ impl Committer {
             });
             if self.progress.borrow().failure.is_some() {
                 // Do not spin on a failing disk.
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
 
-    /// Waits until everything written before this call is durable.
-    pub(crate) async fn durable(&self) -> Result<(), String> {
-        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+    /// Whether every signing request in the server has written its record: no one else
+    /// could join the next flush without a new request from a client.
+    fn all_written(&self) -> bool {
+        // Durable first: both only grow and durable never passes requested, so this
+        // cannot underflow.
+        let durable = self.durable.load(Ordering::SeqCst);
+        let waiting = self
+            .requested
+            .load(Ordering::SeqCst)
+            .saturating_sub(durable);
+        waiting >= self.in_flight.load(Ordering::SeqCst) as u64
+    }
+
+    /// Holds the next flush open, at most `gather_max`, until every signing request in
+    /// the server has written its record.
+    fn gather(&self) {
+        let deadline = Instant::now() + self.gather_max;
+        self.gathering.store(true, Ordering::SeqCst);
+        while !self.all_written() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        self.gathering.store(false, Ordering::SeqCst);
+    }
+
+    /// Lets a gathering flush go if the request just counted was the last one it waited for.
+    fn nudge(&self) {
+        if self.gathering.load(Ordering::SeqCst)
+            && self.all_written()
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+    }
+
+    /// Counts a signing request the server has just received, until the returned value
+    /// is dropped with its answer.
+    pub(crate) fn received(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Takes a ticket for a record just written (unsynced) to the store.
+    pub(crate) fn written(&self) -> Ticket {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         self.wake.notify_one();
+        self.nudge();
+        Ticket(ticket)
+    }
+
+    /// Waits until everything written before this call is durable.
+    #[cfg(test)]
+    pub(crate) async fn durable(&self) -> Result<(), String> {
+        self.wait(self.written()).await
+    }
+
+    /// Waits until the record behind `ticket` is durable, or its flush failed.
+    pub(crate) async fn wait(&self, ticket: Ticket) -> Result<(), String> {
+        let Ticket(ticket) = ticket;
         let mut rx = self.progress.subscribe();
         let failed = |p: &Progress| {
             p.failure
@@ -107,10 +195,15 @@ impl Committer {
     }
 }
 
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.nudge();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use writ_ca::Error;
     use writ_ca::store::{Entries, IssuanceRecord};
 
@@ -198,5 +291,55 @@ mod tests {
         assert!(err.contains("disk full"), "{err}");
         store.fail.store(false, Ordering::SeqCst);
         c.durable().await.unwrap();
+    }
+
+    /// Far longer than any test runs: a flush that waited for the window would time out.
+    const FOREVER: Duration = Duration::from_secs(3600);
+
+    async fn within_a_minute<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("the flush waited for the gather window instead of the last writer")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_waits_for_every_received_request_then_goes_at_once() {
+        let store = Arc::new(Counting::default());
+        let c = Committer::start_gathering(store.clone(), FOREVER);
+        let received: Vec<_> = (0..3).map(|_| c.received()).collect();
+        let first = c.written();
+        // Two requests still signing: the flush is held for them.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.syncs.load(Ordering::SeqCst), 0);
+        let (second, third) = (c.written(), c.written());
+        within_a_minute(async {
+            for t in [first, second, third] {
+                c.wait(t).await.unwrap();
+            }
+        })
+        .await;
+        assert_eq!(
+            store.syncs.load(Ordering::SeqCst),
+            1,
+            "one flush for all three"
+        );
+        drop(received);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_never_writes_does_not_hold_the_flush() {
+        let store = Arc::new(Counting::default());
+        let c = Committer::start_gathering(store.clone(), FOREVER);
+        let (writer, refused) = (c.received(), c.received());
+        let ticket = c.written();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Refused before writing (a policy error): its answer drops the count.
+        drop(refused);
+        within_a_minute(c.wait(ticket)).await.unwrap();
+        drop(writer);
+        // Nothing else in flight: the next write is flushed without gathering.
+        let lone = c.received();
+        within_a_minute(c.durable()).await.unwrap();
+        drop(lone);
     }
 }

@@ -13,6 +13,7 @@ pub mod custody;
 mod error;
 mod health;
 mod identity;
+mod inflight;
 mod istio;
 pub mod limits;
 mod metrics;
@@ -121,6 +122,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
 
     let (bundle_tx, _) = watch::channel(authority.bundle());
     let (health, health_service) = health::Health::new()?;
+    let committer = commit::Committer::start(authority.store().clone());
     let shared = Arc::new(Shared {
         authority: authority.clone(),
         bootstrap: Arc::new(bootstrap),
@@ -132,7 +134,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         rotation_wake: tokio::sync::Notify::new(),
         peers: Default::default(),
         platform,
-        committer: commit::Committer::start(authority.store().clone()),
+        committer: committer.clone(),
         auth_limit: limits::AuthLimiter::new(&settings.limits),
         metrics: Arc::new(metrics::ServerMetrics::new()),
         health,
@@ -156,6 +158,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let grpc_server = settings
         .limits
         .server()
+        .layer(inflight::CountSigningLayer::new(committer))
         .add_service(
             CaServer::new(service::CaService::new(shared.clone()))
                 .max_decoding_message_size(max_request),

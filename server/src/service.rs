@@ -207,7 +207,8 @@ impl Shared {
             .authority
             .issue_unsynced(csr, caller, ttl, over_max, mode)
             .map_err(ca_status)?;
-        self.committer.durable().await.map_err(|e| {
+        let ticket = self.committer.written();
+        self.committer.wait(ticket).await.map_err(|e| {
             tracing::error!(error = %e, "recording an issuance durably failed; certificate withheld");
             Status::internal("the CA could not record the certificate durably; see the server log")
         })?;
