@@ -100,17 +100,29 @@ impl CertInfo {
         Ok(info)
     }
 
+    /// The SPIFFE ID of one DER certificate, reading only its SAN: for callers that need
+    /// nothing else (rendering the subject and issuer is most of [`CertInfo::parse`]).
+    pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, Error> {
+        let cert = Certificate::from_der(der)
+            .map_err(|e| Error::BadCertificate(format!("not a DER X.509 certificate: {e}")))?;
+        let san = cert
+            .tbs_certificate()
+            .get_extension::<SubjectAltName>()
+            .map_err(|e| Error::BadCertificate(format!("subjectAltName: {e}")))?;
+        let uris: Vec<String> = san
+            .into_iter()
+            .flat_map(|(_, san)| san.0)
+            .filter_map(|name| match name {
+                GeneralName::UniformResourceIdentifier(s) => Some(s.to_string()),
+                _ => None,
+            })
+            .collect();
+        only_uri(&uris)
+    }
+
     /// The certificate's SPIFFE ID: its only URI SAN, when that is one.
     pub fn spiffe_id(&self) -> Result<SpiffeId, Error> {
-        match self.uris.as_slice() {
-            [one] => SpiffeId::parse(one),
-            [] => Err(Error::BadCertificate(
-                "certificate has no URI SAN (SPIFFE ID)".into(),
-            )),
-            _ => Err(Error::BadCertificate(
-                "certificate has more than one URI SAN".into(),
-            )),
-        }
+        only_uri(&self.uris)
     }
 
     /// Seconds until notAfter (negative once expired).
@@ -119,6 +131,19 @@ impl CertInfo {
             Ok(d) => d.as_secs() as i64,
             Err(e) => -(e.duration().as_secs() as i64),
         }
+    }
+}
+
+/// A certificate's SPIFFE ID: its only URI SAN, when that is one.
+fn only_uri(uris: &[String]) -> Result<SpiffeId, Error> {
+    match uris {
+        [one] => SpiffeId::parse(one),
+        [] => Err(Error::BadCertificate(
+            "certificate has no URI SAN (SPIFFE ID)".into(),
+        )),
+        _ => Err(Error::BadCertificate(
+            "certificate has more than one URI SAN".into(),
+        )),
     }
 }
 

@@ -386,3 +386,30 @@ fn issued_facts_match_a_parse() {
         assert_eq!(leaf.fingerprint, parsed.fingerprint);
     }
 }
+
+/// The SAN-only reader (what a client checking an answer needs) names the leaf's SPIFFE ID,
+/// as the full parse does, and refuses a CA certificate (no URI SAN) and bytes that are
+/// not a certificate.
+#[test]
+fn the_san_only_reader_agrees_with_the_full_parse() {
+    let ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let issuance = support::issue(ca.ca(), &key, HOUR).issuance;
+    let leaf = &issuance.chain[0];
+    assert_eq!(CertInfo::spiffe_id_of(leaf).expect("leaf"), support::id());
+    assert_eq!(
+        CertInfo::parse(leaf)
+            .and_then(|i| i.spiffe_id())
+            .expect("leaf"),
+        support::id()
+    );
+    for ca_cert in issuance.chain[1..].iter().chain(&ca.ca().bundle().roots) {
+        let err = CertInfo::spiffe_id_of(ca_cert).unwrap_err();
+        assert!(err.to_string().contains("no URI SAN"), "{err}");
+    }
+    let err = CertInfo::spiffe_id_of(&leaf[..leaf.len() / 2]).unwrap_err();
+    assert!(
+        err.to_string().contains("not a DER X.509 certificate"),
+        "{err}"
+    );
+}

@@ -34,15 +34,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let key = PrivateKey::generate(kind)?;
         let der = build_csr(&key, &id, &[])?;
         fs::write(dir.join(format!("{kind}.der")), &der)?;
-        fs::write(dir.join(format!("{kind}.pem")), pem("CERTIFICATE REQUEST", &der)?)?;
+        fs::write(
+            dir.join(format!("{kind}.pem")),
+            pem("CERTIFICATE REQUEST", &der)?,
+        )?;
         if kind == KeyType::EcP256 {
             p256_csr = der;
             let dns = build_csr(&key, &id, &["web.example.org".into()])?;
             fs::write(dir.join("ec-p256-dns.der"), dns)?;
             let other = SpiffeId::parse("spiffe://example.org/ns/other/sa/db")?;
-            fs::write(dir.join("ec-p256-other-id.der"), build_csr(&key, &other, &[])?)?;
+            fs::write(
+                dir.join("ec-p256-other-id.der"),
+                build_csr(&key, &other, &[])?,
+            )?;
             let foreign = SpiffeId::parse("spiffe://evil.example/ns/default/sa/web")?;
-            fs::write(dir.join("ec-p256-foreign-td.der"), build_csr(&key, &foreign, &[])?)?;
+            fs::write(
+                dir.join("ec-p256-foreign-td.der"),
+                build_csr(&key, &foreign, &[])?,
+            )?;
         }
     }
 
@@ -83,7 +92,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // pem_bundle: leaf + intermediate + root, the chain alone, the bundle, and an RSA CA's
     // chain with a DNS name.
     let dir = target_dir(&corpus, "pem_bundle")?;
-    let issued = ca.issue(&p256_csr, &caller, Some(Duration::from_secs(3600)), OverMax::Clamp, SanMode::Exact)?;
+    let issued = ca.issue(
+        &p256_csr,
+        &caller,
+        Some(Duration::from_secs(3600)),
+        OverMax::Clamp,
+        SanMode::Exact,
+    )?;
     let bundle = issued.bundle.to_pem();
     let chain = writ_ca::x509::certs_to_pem(&issued.chain);
     fs::write(dir.join("chain-and-root.pem"), format!("{chain}{bundle}"))?;
@@ -99,7 +114,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let csr = build_csr(&key, &id, &["web.example.org".into()])?;
         let issued = rsa_ca.issue(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)?;
         let chain = writ_ca::x509::certs_to_pem(&issued.chain);
-        fs::write(dir.join("rsa-chain-and-root.pem"), format!("{chain}{}", issued.bundle.to_pem()))?;
+        fs::write(
+            dir.join("rsa-chain-and-root.pem"),
+            format!("{chain}{}", issued.bundle.to_pem()),
+        )?;
     }
 
     // bootstrap_token: real tokens (signed by this throwaway CA's key, so the fuzz target's
@@ -110,39 +128,83 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = SystemTime::now();
     let plain = bootstrap.mint(&td.workload("vm/db-1")?, None, vec![], &fp, now)?;
     fs::write(dir.join("token.txt"), plain.token.expose())?;
-    let dns = bootstrap.mint(&id, None, vec!["web.example.org".into(), "*.web.example.org".into()], &fp, now)?;
+    let dns = bootstrap.mint(
+        &id,
+        None,
+        vec!["web.example.org".into(), "*.web.example.org".into()],
+        &fp,
+        now,
+    )?;
     fs::write(dir.join("token-dns.txt"), dns.token.expose())?;
     let t = plain.token.expose();
     let (head, _) = t.split_once('.').ok_or("a token has three parts")?;
-    fs::write(dir.join("alg-none.txt"), format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", &t[head.len() + 1..t.rfind('.').ok_or("parts")?]))?;
+    fs::write(
+        dir.join("alg-none.txt"),
+        format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+            &t[head.len() + 1..t.rfind('.').ok_or("parts")?]
+        ),
+    )?;
     fs::write(dir.join("edits.bin"), [0x01, 0x40, b'A', 0x00, 0x10, b'x'])?;
     fs::write(dir.join("short.txt"), "a.b.c")?;
 
     // grpc_messages: one of each request, with realistic contents.
     let dir = target_dir(&corpus, "grpc_messages")?;
     let msgs: Vec<(&str, Vec<u8>)> = vec![
-        ("sign", v1::SignRequest { csr: p256_csr.clone(), ttl_seconds: 3600 }.encode_to_vec()),
-        ("mint", admin::MintRequest {
-            spiffe_id: ID.into(),
-            csr: p256_csr.clone(),
-            ttl_seconds: 600,
-            dns_names: vec!["web.example.org".into()],
-        }.encode_to_vec()),
-        ("list-certificates", admin::ListCertificatesRequest { limit: 10 }.encode_to_vec()),
-        ("create-token", admin::CreateTokenRequest {
-            spiffe_id: "spiffe://example.org/vm/db-1".into(),
-            ttl_seconds: 900,
-            dns_names: vec!["db-1.example.org".into()],
-        }.encode_to_vec()),
-        ("revoke-token", admin::RevokeTokenRequest { jti: plain.jti.to_string() }.encode_to_vec()),
-        ("jwtsvid", workload::JwtsvidRequest {
-            audience: vec!["payments".into(), "ledger".into()],
-            spiffe_id: ID.into(),
-        }.encode_to_vec()),
-        ("validate-jwtsvid", workload::ValidateJwtsvidRequest {
-            audience: "payments".into(),
-            svid: "eyJhbGciOiJFUzI1NiJ9.e30.sig".into(),
-        }.encode_to_vec()),
+        (
+            "sign",
+            v1::SignRequest {
+                csr: p256_csr.clone(),
+                ttl_seconds: 3600,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "mint",
+            admin::MintRequest {
+                spiffe_id: ID.into(),
+                csr: p256_csr.clone(),
+                ttl_seconds: 600,
+                dns_names: vec!["web.example.org".into()],
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "list-certificates",
+            admin::ListCertificatesRequest { limit: 10 }.encode_to_vec(),
+        ),
+        (
+            "create-token",
+            admin::CreateTokenRequest {
+                spiffe_id: "spiffe://example.org/vm/db-1".into(),
+                ttl_seconds: 900,
+                dns_names: vec!["db-1.example.org".into()],
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "revoke-token",
+            admin::RevokeTokenRequest {
+                jti: plain.jti.to_string(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "jwtsvid",
+            workload::JwtsvidRequest {
+                audience: vec!["payments".into(), "ledger".into()],
+                spiffe_id: ID.into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "validate-jwtsvid",
+            workload::ValidateJwtsvidRequest {
+                audience: "payments".into(),
+                svid: "eyJhbGciOiJFUzI1NiJ9.e30.sig".into(),
+            }
+            .encode_to_vec(),
+        ),
     ];
     for (name, bytes) in msgs {
         fs::write(dir.join(format!("{name}.bin")), bytes)?;
@@ -171,10 +233,19 @@ token_max_ttl = "24h"
 token_retention = "7d"
 "#,
     )?;
-    fs::write(dir.join("rsa.toml"), "ca_key_type = \"rsa-3072\"\nmax_ttl = \"2h\"\nintermediate_ttl = \"7d\"\n")?;
-    fs::write(dir.join("inconsistent.toml"), "min_ttl = \"10m\"\ndefault_ttl = \"1m\"\n")?;
+    fs::write(
+        dir.join("rsa.toml"),
+        "ca_key_type = \"rsa-3072\"\nmax_ttl = \"2h\"\nintermediate_ttl = \"7d\"\n",
+    )?;
+    fs::write(
+        dir.join("inconsistent.toml"),
+        "min_ttl = \"10m\"\ndefault_ttl = \"1m\"\n",
+    )?;
     fs::write(dir.join("unknown-key.toml"), "lisen = \"127.0.0.1:1\"\n")?;
-    fs::write(dir.join("long-max-ttl.toml"), "max_ttl = \"100y\"\nintermediate_ttl = \"300y\"\nroot_ttl = \"1000y\"\n")?;
+    fs::write(
+        dir.join("long-max-ttl.toml"),
+        "max_ttl = \"100y\"\nintermediate_ttl = \"300y\"\nroot_ttl = \"1000y\"\n",
+    )?;
     println!("wrote {}", corpus.display());
     Ok(())
 }

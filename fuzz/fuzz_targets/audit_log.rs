@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let records: Vec<AuditRecord> = parsed.into_iter().flatten().collect();
-    assert_eq!(head.records as usize, records.len(), "an unreadable line verified");
+    assert_eq!(
+        head.records as usize,
+        records.len(),
+        "an unreadable line verified"
+    );
     assert_eq!(head.seq, head.records, "sequence numbers skip");
     if let Some(last) = records.last() {
         assert_eq!(last.hash, head.hash);
@@ -37,9 +41,7 @@ fuzz_target!(|data: &[u8]| {
         tampered[i].time ^= 1;
         assert_eq!(
             verify(tampered.into_iter().map(Ok)),
-            Err(ChainBreak::Modified {
-                seq: i as u64 + 1
-            })
+            Err(ChainBreak::Modified { seq: i as u64 + 1 })
         );
     }
 });

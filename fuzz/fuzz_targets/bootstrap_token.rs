@@ -37,11 +37,19 @@ fn fixture() -> &'static Fixture {
         // A fixed instant keeps runs reproducible.
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_737_600);
         let minted = bootstrap
-            .mint(&id, None, vec!["vm.example.org".into()], &"ab".repeat(32), now)
+            .mint(
+                &id,
+                None,
+                vec!["vm.example.org".into()],
+                &"ab".repeat(32),
+                now,
+            )
             .expect("mint a token");
         let genuine = minted.token.expose().to_owned();
         // The harness is only meaningful if the genuine token does verify.
-        let ok = bootstrap.verify(&genuine, now).expect("the genuine token verifies");
+        let ok = bootstrap
+            .verify(&genuine, now)
+            .expect("the genuine token verifies");
         assert_eq!(ok.jti(), &minted.jti);
         Fixture {
             bootstrap,
@@ -61,7 +69,9 @@ fn scratch_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir(&tmp) {
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else { continue };
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                continue;
+            };
             if pid.parse::<u32>().is_ok() && !PathBuf::from("/proc").join(pid).exists() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
@@ -101,15 +111,24 @@ fuzz_target!(|data: &[u8]| {
     if let Some(cut) = edits.remainder().first() {
         edited.truncate(edited.len() * usize::from(*cut) / 256);
     }
-    let Ok(edited) = String::from_utf8(edited) else { return };
+    let Ok(edited) = String::from_utf8(edited) else {
+        return;
+    };
     check(&edited);
     if let Ok(v) = f.bootstrap.verify(&edited, f.now) {
         // ECDSA signatures are malleable, so another string may verify, but never with
         // claims the CA did not sign.
-        let genuine = f.bootstrap.verify(&f.genuine, f.now).expect("still verifies");
+        let genuine = f
+            .bootstrap
+            .verify(&f.genuine, f.now)
+            .expect("still verifies");
         assert_eq!(v.jti(), genuine.jti(), "forged jti verified: {edited:?}");
         assert_eq!(v.spiffe_id(), &f.id, "forged identity verified: {edited:?}");
-        assert_eq!(v.dns(), genuine.dns(), "forged DNS names verified: {edited:?}");
+        assert_eq!(
+            v.dns(),
+            genuine.dns(),
+            "forged DNS names verified: {edited:?}"
+        );
         assert_eq!(v.expires_at(), genuine.expires_at());
         assert_eq!(v.ca_fingerprint(), genuine.ca_fingerprint());
     }

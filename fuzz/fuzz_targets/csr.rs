@@ -8,7 +8,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use writ_ca::{AuthMethod, Caller, Csr, OverMax, Policy, SanMode, SpiffeId, TrustDomain, TtlBounds};
+use writ_ca::{
+    AuthMethod, Caller, Csr, OverMax, Policy, SanMode, SpiffeId, TrustDomain, TtlBounds,
+};
 
 /// The identity the seed CSRs ask for (see `examples/gen_corpus.rs`).
 const CALLER_ID: &str = "spiffe://example.org/ns/default/sa/web";
@@ -44,11 +46,17 @@ fuzz_target!(|data: &[u8]| {
         assert!(t.ip_addrs.is_empty(), "{mode:?}: IP SANs from a CSR");
         assert_eq!(t.key_type, csr.key_type());
         assert_eq!(t.public_key, csr.public_key());
-        assert!(!csr.requests_ca(), "{mode:?}: granted a CSR asking for cA=true");
+        assert!(
+            !csr.requests_ca(),
+            "{mode:?}: granted a CSR asking for cA=true"
+        );
         let ttl = policy.ttl();
         assert!(t.lifetime >= ttl.min().duration() && t.lifetime <= ttl.max().duration());
         if mode == SanMode::Exact {
-            assert!(csr.other_sans().is_empty(), "exact mode granted other SAN types");
+            assert!(
+                csr.other_sans().is_empty(),
+                "exact mode granted other SAN types"
+            );
             assert_eq!(csr.uris(), [CALLER_ID], "exact mode granted other URI SANs");
         }
     }

@@ -53,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
 fn round_trip<M: Message + Default + PartialEq + Debug>(data: &[u8]) -> Option<M> {
     let m = M::decode(data).ok()?;
     let bytes = m.encode_to_vec();
-    assert_eq!(bytes.len(), m.encoded_len(), "encoded_len disagrees with encode");
+    assert_eq!(
+        bytes.len(),
+        m.encoded_len(),
+        "encoded_len disagrees with encode"
+    );
     let again = M::decode(bytes.as_slice()).expect("a re-encoded message decodes");
     assert_eq!(again, m, "decode(encode(m)) != m");
     assert_eq!(again.encode_to_vec(), bytes, "re-encoding is not stable");

@@ -2,7 +2,8 @@
 //! last certificate of the input as the only root.
 //!
 //! Invariants: never panics; PEM round-trips (`certs_to_pem` → `certs_from_pem`); a chain
-//! that verifies names the leaf's own URI SAN and facts.
+//! that verifies names the leaf's own URI SAN and facts; the SAN-only SPIFFE ID reader
+//! agrees with the full parse whenever the full parse succeeds.
 #![no_main]
 
 use std::time::{Duration, SystemTime};
@@ -16,12 +17,23 @@ use writ_ca::{CertInfo, Usage, verify_chain};
 const FIXED_NOW: u64 = 1_795_737_600;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(certs) = certs_from_pem(data) else { return };
+    let Ok(certs) = certs_from_pem(data) else {
+        return;
+    };
     assert!(!certs.is_empty(), "Ok with no certificate");
     let again = certs_from_pem(certs_to_pem(&certs).as_bytes()).expect("printed PEM parses");
     assert_eq!(again, certs, "PEM does not round-trip");
 
     let infos: Vec<_> = certs.iter().map(|c| CertInfo::parse(c)).collect();
+    for (der, info) in certs.iter().zip(&infos) {
+        if let Ok(info) = info {
+            assert_eq!(
+                CertInfo::spiffe_id_of(der).ok(),
+                info.spiffe_id().ok(),
+                "the SAN-only reader disagrees with the full parse"
+            );
+        }
+    }
     // Verify in the middle of the leaf's validity, so the seed chains keep verifying
     // after they expire, while the verification stays deterministic.
     let now = match &infos[0] {
@@ -33,11 +45,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let roots = &certs[certs.len() - 1..];
     for usage in [Usage::Client, Usage::Server] {
-        let Ok(peer) = verify_chain(&certs, roots, now, usage) else { continue };
+        let Ok(peer) = verify_chain(&certs, roots, now, usage) else {
+            continue;
+        };
         let leaf = infos[0].as_ref().expect("a verified leaf parses");
         assert_eq!(peer.leaf.fingerprint, leaf.fingerprint);
         assert_eq!(peer.leaf.fingerprint, writ_ca::x509::sha256_hex(&certs[0]));
-        assert_eq!(peer.id.as_str(), leaf.uris[0], "verified identity is not the leaf's URI SAN");
+        assert_eq!(
+            peer.id.as_str(),
+            leaf.uris[0],
+            "verified identity is not the leaf's URI SAN"
+        );
         assert_eq!(leaf.spiffe_id().ok().as_ref(), Some(&peer.id));
         assert!(!leaf.is_ca, "a CA certificate verified as a leaf");
         assert!(leaf.not_before <= now && now <= leaf.not_after);

@@ -17,8 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, EcdsaKeyPair, KeyPair};
 use writ_bootstrap::{
-    DEFAULT_ALGORITHMS, IdentityMapping, JwkSet, PlatformIssuer, peek_issuer,
-    verify_platform_token,
+    DEFAULT_ALGORITHMS, IdentityMapping, JwkSet, PlatformIssuer, peek_issuer, verify_platform_token,
 };
 use writ_ca::TrustDomain;
 
@@ -38,8 +37,9 @@ fn fixture() -> &'static Fixture {
         let rng = SystemRandom::new();
         let doc = EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .expect("generate a P-256 key");
-        let key = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
-            .expect("load the P-256 key");
+        let key =
+            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
+                .expect("load the P-256 key");
         let point = &key.public_key().as_ref()[1..];
         let jwks = format!(
             r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{}","y":"{}"}}]}}"#,
@@ -91,7 +91,11 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(id.spiffe_id.is_member_of(&f.td));
         if let Some(rest) = id.subject.strip_prefix("system:serviceaccount:") {
-            assert_eq!(rest, format!("{}:{}", parts[1], parts[3]), "sub and identity disagree");
+            assert_eq!(
+                rest,
+                format!("{}:{}", parts[1], parts[3]),
+                "sub and identity disagree"
+            );
         }
     }
 });

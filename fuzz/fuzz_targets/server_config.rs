@@ -17,7 +17,9 @@ const NOW: u64 = 1_795_737_600;
 const LAST_X509_TIME: u64 = 253_402_300_799;
 
 fuzz_target!(|text: &str| {
-    let Ok(mut config) = ServerConfig::parse(text) else { return };
+    let Ok(mut config) = ServerConfig::parse(text) else {
+        return;
+    };
     // Without a data dir `resolve` reads $HOME / $XDG_STATE_HOME; keep the run hermetic.
     // `resolve` only builds paths, it creates nothing.
     if config.data_dir.is_none() {
@@ -39,7 +41,8 @@ fuzz_target!(|text: &str| {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
     let last = SystemTime::UNIX_EPOCH + Duration::from_secs(LAST_X509_TIME);
     assert!(
-        now.checked_add(s.ca.root_validity).is_some_and(|t| t <= last),
+        now.checked_add(s.ca.root_validity)
+            .is_some_and(|t| t <= last),
         "root_ttl {:?} resolves but no certificate can be valid that long",
         s.ca.root_validity
     );

@@ -25,7 +25,10 @@ fuzz_target!(|s: &str| {
         // `parse` is `parse_any` restricted to workloads.
         assert_eq!(SpiffeId::parse(s).is_ok(), id.is_workload());
     } else {
-        assert!(SpiffeId::parse(s).is_err(), "parse accepts what parse_any refuses");
+        assert!(
+            SpiffeId::parse(s).is_err(),
+            "parse accepts what parse_any refuses"
+        );
     }
 
     if let Ok(td) = TrustDomain::parse(s) {
