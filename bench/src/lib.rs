@@ -24,7 +24,8 @@ pub use stats::{Latency, Samples};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Long-lived mTLS connections, a fresh CSR per request: steady-state signing.
+    /// Long-lived mTLS connections; requests cycle through 1,024 distinct pre-signed CSRs
+    /// (4 for RSA keys): steady-state signing.
     Renew,
     /// A new TLS 1.3 mTLS connection for every renewal: what a fleet of agents costs.
     Handshake,

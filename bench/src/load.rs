@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use writ_agent::client::{ServerTrust, channel, client_config, connect};
-use writ_ca::{CertInfo, PrivateKey, SpiffeId, build_csr};
+use writ_ca::{CertInfo, KeyType, PrivateKey, SpiffeId, build_csr};
 use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{SignRequest, SignResponse};
 
@@ -17,6 +17,14 @@ pub(crate) struct Outcome {
     pub samples: Samples,
     pub elapsed: Duration,
 }
+
+/// Distinct pre-signed CSRs that renewals cycle through: ECDSA signatures are randomised,
+/// so one key yields as many different requests as wanted.
+const EC_CSRS: usize = 1024;
+/// RSA signatures are deterministic, so each distinct CSR needs its own key, and RSA key
+/// generation is slow (seconds for 4096 bits): a few suffice to keep requests in flight
+/// distinct from their neighbours.
+const RSA_CSRS: usize = 4;
 
 /// A request a worker can send again and again, and the identity its answer must name.
 #[derive(Clone)]
@@ -53,7 +61,7 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
         Arc::new(config)
     };
     let done = Arc::new(AtomicU64::new(0));
-    let next_token = Arc::new(AtomicUsize::new(0));
+    let next_job = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let deadline = start + opts.duration;
     let progress = opts.progress.then(|| {
@@ -78,9 +86,9 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
             server: opts.server.clone(),
             jobs: jobs.clone(),
             done: done.clone(),
-            next_token: next_token.clone(),
+            next_job: next_job.clone(),
         };
-        workers.push(tokio::spawn(ctx.run(w, client, deadline)));
+        workers.push(tokio::spawn(ctx.run(client, deadline)));
     }
     let mut samples = Samples::default();
     for w in workers {
@@ -97,8 +105,8 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
 }
 
 fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
-    // Keys and CSRs are made before the clock starts: the client's key generation is not
-    // what is measured.
+    // Keys and CSRs are made before the clock starts: the client's key generation and
+    // signing are not what is measured.
     let key = PrivateKey::generate(opts.key_type)?;
     match opts.mode {
         Mode::Renew | Mode::Handshake => {
@@ -107,12 +115,14 @@ fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
                 .as_ref()
                 .ok_or_else(|| Error::Options("this mode needs a client identity".into()))?;
             let id = identity.spiffe_id().map_err(writ_agent::Error::from)?;
-            let csr = build_csr(&key, &id, &[])?;
-            Ok(vec![Job {
-                csr,
-                expect: id,
-                token: None,
-            }])
+            Ok(csr_pool(&key, opts.key_type, &id)?
+                .into_iter()
+                .map(|csr| Job {
+                    csr,
+                    expect: id.clone(),
+                    token: None,
+                })
+                .collect())
         }
         Mode::Bootstrap => {
             if opts.tokens.is_empty() {
@@ -131,6 +141,19 @@ fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
                 .collect()
         }
     }
+}
+
+/// Distinct CSRs for `id`: [`EC_CSRS`] signed with `key`, or for RSA [`RSA_CSRS`], each
+/// with its own key (the first is `key`).
+fn csr_pool(key: &PrivateKey, key_type: KeyType, id: &SpiffeId) -> Result<Vec<Vec<u8>>, Error> {
+    if !key_type.is_rsa() {
+        return (0..EC_CSRS).map(|_| Ok(build_csr(key, id, &[])?)).collect();
+    }
+    let mut pool = vec![build_csr(key, id, &[])?];
+    for _ in 1..RSA_CSRS {
+        pool.push(build_csr(&PrivateKey::generate(key_type)?, id, &[])?);
+    }
+    Ok(pool)
 }
 
 /// The SPIFFE ID a token grants, read from its payload (the server verifies it).
@@ -168,22 +191,22 @@ struct Worker {
     server: String,
     jobs: Arc<Vec<Job>>,
     done: Arc<AtomicU64>,
-    next_token: Arc<AtomicUsize>,
+    /// The next job to send: requests cycle through the CSR pool (or use each
+    /// bootstrap token once).
+    next_job: Arc<AtomicUsize>,
 }
 
 impl Worker {
-    async fn run(self, w: usize, client: Option<CaClient<Channel>>, deadline: Instant) -> Samples {
+    async fn run(self, client: Option<CaClient<Channel>>, deadline: Instant) -> Samples {
         let mut samples = Samples::default();
         while Instant::now() < deadline {
+            let i = self.next_job.fetch_add(1, Ordering::Relaxed);
             let job = match self.mode {
-                Mode::Bootstrap => {
-                    let i = self.next_token.fetch_add(1, Ordering::Relaxed);
-                    match self.jobs.get(i) {
-                        Some(j) => j.clone(),
-                        None => break,
-                    }
-                }
-                _ => self.jobs[w % self.jobs.len()].clone(),
+                Mode::Bootstrap => match self.jobs.get(i) {
+                    Some(j) => j.clone(),
+                    None => break,
+                },
+                _ => self.jobs[i % self.jobs.len()].clone(),
             };
             let started = Instant::now();
             let result = match (&self.mode, &client) {
@@ -229,5 +252,23 @@ fn check(resp: SignResponse, expect: &SpiffeId) -> Result<(), String> {
     match CertInfo::spiffe_id_of(leaf) {
         Ok(id) if id == *expect => Ok(()),
         _ => Err("invalid-response".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn renewals_cycle_through_distinct_csrs() {
+        let id = SpiffeId::parse("spiffe://bench.invalid/w").unwrap();
+        for kind in [KeyType::EcP256, KeyType::EcP384] {
+            let key = PrivateKey::generate(kind).unwrap();
+            let pool = csr_pool(&key, kind, &id).unwrap();
+            assert_eq!(pool.len(), EC_CSRS);
+            assert_eq!(pool.iter().collect::<HashSet<_>>().len(), EC_CSRS, "{kind}");
+        }
     }
 }
