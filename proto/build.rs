@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        .codec_path("crate::codec::CompactCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

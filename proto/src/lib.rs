@@ -7,6 +7,8 @@
 //! - [`istio`]: Istio's `IstioCertificateService`, served beside [`v1`] on the same port.
 #![forbid(unsafe_code)]
 
+pub mod codec;
+
 /// Generated code, nested as the proto packages are so cross-package paths resolve.
 pub mod writ {
     /// `writ.v1`.
