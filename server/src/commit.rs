@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use writ_ca::store::Store;
 
+use crate::metrics::ServerMetrics;
+
 /// The longest the commit thread holds a flush open for signing requests the server has
 /// received but not yet written. Under load a flush then covers several times more
 /// certificates (each `fdatasync` costs a few hundred µs of CPU); when every request in
@@ -38,6 +40,7 @@ pub(crate) struct Committer {
     gathering: AtomicBool,
     /// [`GATHER_MAX`], but for tests.
     gather_max: Duration,
+    metrics: Arc<ServerMetrics>,
     thread: OnceLock<Thread>,
     wake: Notify,
     progress: watch::Sender<Progress>,
@@ -52,17 +55,22 @@ pub(crate) struct InFlight(Arc<Committer>);
 
 impl Committer {
     /// Starts the flushing thread over `store`; it runs until the process exits.
-    pub(crate) fn start(store: Arc<dyn Store>) -> Arc<Self> {
-        Self::start_gathering(store, GATHER_MAX)
+    pub(crate) fn start(store: Arc<dyn Store>, metrics: Arc<ServerMetrics>) -> Arc<Self> {
+        Self::start_gathering(store, metrics, GATHER_MAX)
     }
 
-    fn start_gathering(store: Arc<dyn Store>, gather_max: Duration) -> Arc<Self> {
+    fn start_gathering(
+        store: Arc<dyn Store>,
+        metrics: Arc<ServerMetrics>,
+        gather_max: Duration,
+    ) -> Arc<Self> {
         let committer = Arc::new(Self {
             requested: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             gathering: AtomicBool::new(false),
             gather_max,
+            metrics,
             thread: OnceLock::new(),
             wake: Notify::new(),
             progress: watch::channel(Progress::default()).0,
@@ -97,7 +105,10 @@ impl Committer {
             // Read after gathering: a ticket is taken only once its record is written,
             // so everything up to here is covered by the flush below.
             let target = self.requested.load(Ordering::Acquire);
+            let started = Instant::now();
             let result = store.sync();
+            self.metrics
+                .flushed(target - durable, started.elapsed(), result.is_ok());
             if result.is_ok() {
                 self.durable.fetch_max(target, Ordering::AcqRel);
             }
@@ -273,7 +284,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_waiters_share_few_flushes_and_failures_reach_them() {
         let store = Arc::new(Counting::default());
-        let c = Committer::start(store.clone());
+        let metrics = Arc::new(ServerMetrics::new());
+        let c = Committer::start(store.clone(), metrics.clone());
         let waits: Vec<_> = (0..200)
             .map(|_| {
                 let c = c.clone();
@@ -291,6 +303,10 @@ mod tests {
         assert!(err.contains("disk full"), "{err}");
         store.fail.store(false, Ordering::SeqCst);
         c.durable().await.unwrap();
+        let flushes = |result: &str| metrics.commit_flushes_count(result);
+        // The refused ticket is retried with the next one: one or two more flushes.
+        assert!(flushes("ok") > syncs as u64, "{}", flushes("ok"));
+        assert!(flushes("error") >= 1);
     }
 
     /// Far longer than any test runs: a flush that waited for the window would time out.
@@ -305,7 +321,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_waits_for_every_received_request_then_goes_at_once() {
         let store = Arc::new(Counting::default());
-        let c = Committer::start_gathering(store.clone(), FOREVER);
+        let c = Committer::start_gathering(store.clone(), Arc::new(ServerMetrics::new()), FOREVER);
         let received: Vec<_> = (0..3).map(|_| c.received()).collect();
         let first = c.written();
         // Two requests still signing: the flush is held for them.
@@ -329,7 +345,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_that_never_writes_does_not_hold_the_flush() {
         let store = Arc::new(Counting::default());
-        let c = Committer::start_gathering(store.clone(), FOREVER);
+        let c = Committer::start_gathering(store.clone(), Arc::new(ServerMetrics::new()), FOREVER);
         let (writer, refused) = (c.received(), c.received());
         let ticket = c.written();
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -122,7 +122,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
 
     let (bundle_tx, _) = watch::channel(authority.bundle());
     let (health, health_service) = health::Health::new()?;
-    let committer = commit::Committer::start(authority.store().clone());
+    let metrics = Arc::new(metrics::ServerMetrics::new());
+    let committer = commit::Committer::start(authority.store().clone(), metrics.clone());
     let shared = Arc::new(Shared {
         authority: authority.clone(),
         bootstrap: Arc::new(bootstrap),
@@ -136,7 +137,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         platform,
         committer: committer.clone(),
         auth_limit: limits::AuthLimiter::new(&settings.limits),
-        metrics: Arc::new(metrics::ServerMetrics::new()),
+        metrics,
         health,
     });
     // Serve a verdict from the first request on, not "unknown" for the first interval.
