@@ -7,6 +7,7 @@ mod cli_defaults;
 mod cmd;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -138,6 +139,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: journald, container runtimes and log
+        // files would store the escape codes in every line.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let runtime = match runtime_for(&cli.command) {
         Ok(r) => r,

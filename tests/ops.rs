@@ -1,12 +1,14 @@
 //! End to end: the operator surface of a real `writ server` — the metrics endpoint scraped
-//! over HTTP, readiness, and the gRPC health service through `writ healthcheck`.
+//! over HTTP, readiness, the gRPC health service through `writ healthcheck`, and the log.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Server, assert_success, http_get, metric, writ, writ_json};
+use common::{Server, assert_success, http_get, metric, writ, writ_bin, writ_json};
 
 const ID: &str = "spiffe://cluster.local/ns/prod/sa/api";
 
@@ -180,6 +182,50 @@ fn metrics_count_signing_by_method_and_result() {
         1.0
     );
     assert!(get("writ_server_commit_flush_duration_seconds_sum", "") > 0.0);
+}
+
+/// A log read from a pipe (journald, a container runtime, a file) is plain text: terminal
+/// colour codes would end up in every stored line.
+#[test]
+fn the_log_on_a_pipe_carries_no_terminal_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(writ_bin())
+        .args([
+            "server",
+            "-o",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .args(["--dev", "--allow-root"])
+        .env("WRIT_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("root_fingerprint"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log:\n{log:?}"
+    );
 }
 
 #[test]
