@@ -11,12 +11,16 @@
 //! Crash safety: a record is acknowledged only after the flush that wrote it; a crash can
 //! leave at most a torn last line, never acknowledged, which is cut off at open.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::Error;
 use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
@@ -89,11 +93,97 @@ impl RecentSerials {
     }
 }
 
+/// What opening the journal reads of a record, without copying its strings: the scan of a
+/// million records spent most of its time allocating and freeing them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Scanned<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    #[serde(rename = "time")]
+    _time: IgnoredAny,
+    /// What happened.
+    #[serde(borrow)]
+    pub event: ScannedEvent<'a>,
+    #[serde(rename = "prev")]
+    _prev: IgnoredAny,
+    /// This record's hash.
+    #[serde(borrow)]
+    pub hash: Cow<'a, str>,
+}
+
+/// The fields of an [`AuditEvent`] that opening the journal uses; the others are checked
+/// for syntax only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScannedEvent<'a> {
+    /// The kind of event.
+    pub action: AuditAction,
+    /// Who: for issuance, the authentication method.
+    #[serde(borrow)]
+    pub actor: Cow<'a, str>,
+    #[serde(default, rename = "spiffe_id")]
+    _spiffe_id: Option<IgnoredAny>,
+    /// The certificate serial, for issuance (hex: never escaped).
+    #[serde(default)]
+    pub serial: Option<&'a str>,
+    /// notAfter, for issuance.
+    #[serde(default)]
+    pub not_after: Option<u64>,
+    #[serde(default, rename = "detail")]
+    _detail: Option<IgnoredAny>,
+    #[serde(default, rename = "not_before")]
+    _not_before: Option<IgnoredAny>,
+    /// Present on issuance records that carry the certificate's facts (hex).
+    #[serde(default)]
+    pub fingerprint: Option<&'a str>,
+    #[serde(default, rename = "key_type")]
+    _key_type: Option<IgnoredAny>,
+    /// The signing generation, for issuance.
+    #[serde(default)]
+    pub generation: Option<u64>,
+}
+
+impl<'a> Scanned<'a> {
+    /// The same view of a record read in full: for a line whose serial or fingerprint
+    /// cannot be borrowed (escaped, which this CA never writes).
+    fn of(r: &'a AuditRecord) -> Self {
+        let e = &r.event;
+        Scanned {
+            seq: r.seq,
+            _time: IgnoredAny,
+            event: ScannedEvent {
+                action: e.action,
+                actor: Cow::Borrowed(&e.actor),
+                _spiffe_id: None,
+                serial: e.serial.as_deref(),
+                not_after: e.not_after,
+                _detail: None,
+                _not_before: None,
+                fingerprint: e.fingerprint.as_deref(),
+                _key_type: None,
+                generation: e.generation,
+            },
+            _prev: IgnoredAny,
+            hash: Cow::Borrowed(&r.hash),
+        }
+    }
+
+    /// `(notAfter, generation, auth)` when this records an issuance with its facts.
+    pub(crate) fn issued_leaf(&self) -> Option<(u64, u64, &str)> {
+        let e = &self.event;
+        if e.action != AuditAction::Issue || e.fingerprint.is_none() || e.serial.is_none() {
+            return None;
+        }
+        Some((e.not_after?, e.generation?, &e.actor))
+    }
+}
+
 impl Journal {
     /// Opens (or creates, mode 0600) the journal at `path`: reads it through to find the
     /// chain's head, passing each readable record to `each`, and cuts off a torn last
     /// line left by a crash.
-    pub(crate) fn open(path: &Path, each: &mut dyn FnMut(&AuditRecord)) -> Result<Self, Error> {
+    pub(crate) fn open(path: &Path, each: &mut dyn FnMut(&Scanned<'_>)) -> Result<Self, Error> {
         let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
         let mut file = OpenOptions::new()
             .read(true)
@@ -110,10 +200,9 @@ impl Journal {
             issued: 0,
             serials: RecentSerials::default(),
         };
-        let mut newest_unreadable = None;
         let mut len = 0u64;
         let mut reader = BufReader::with_capacity(1 << 20, &mut file);
-        let mut line = Vec::new();
+        let (mut line, mut newest) = (Vec::new(), Vec::new());
         loop {
             line.clear();
             let n = reader.read_until(b'\n', &mut line).map_err(io)?;
@@ -121,24 +210,34 @@ impl Journal {
                 break;
             }
             len += n as u64;
-            match serde_json::from_slice::<AuditRecord>(&line) {
-                Ok(r) => {
-                    each(&r);
-                    if r.event.action == AuditAction::Issue {
-                        tail.issued += u64::from(carries_facts(&r.event));
-                        if let Some(serial) = &r.event.serial {
-                            tail.serials.insert(serial);
-                        }
-                    }
-                    tail.next_seq = r.seq + 1;
-                    tail.appended = r.seq;
-                    tail.prev_hash = r.hash;
-                    newest_unreadable = None;
+            let full;
+            let scanned = match serde_json::from_slice::<Scanned<'_>>(&line) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    full = serde_json::from_slice::<AuditRecord>(&line).ok();
+                    full.as_ref().map(Scanned::of)
                 }
-                Err(e) => newest_unreadable = Some(e),
+            };
+            if let Some(r) = scanned {
+                each(&r);
+                if r.event.action == AuditAction::Issue {
+                    tail.issued += u64::from(r.event.fingerprint.is_some());
+                    if let Some(serial) = &r.event.serial {
+                        tail.serials.insert(serial);
+                    }
+                }
+                tail.next_seq = r.seq + 1;
+                tail.appended = r.seq;
+                tail.prev_hash = r.hash.into_owned();
             }
+            std::mem::swap(&mut line, &mut newest);
         }
         drop(reader);
+        // The newest complete line must be a whole record: appending after a damaged one
+        // would hide the damage.
+        let newest_unreadable = (!newest.is_empty())
+            .then(|| serde_json::from_slice::<AuditRecord>(&newest).err())
+            .flatten();
         if let Some(e) = newest_unreadable {
             // Appending after it would hide the damage.
             return Err(Error::Corrupt(format!(
@@ -404,6 +503,60 @@ mod tests {
         let all = records(&j);
         let head = crate::audit::verify(all).unwrap();
         assert_eq!((head.records, head.seq), (4, 4));
+    }
+
+    /// The borrowed view opening reads agrees with the full parse, including for text that
+    /// JSON escapes (then the record is read in full).
+    #[test]
+    fn the_open_scan_sees_what_the_full_parse_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        {
+            let j = Journal::open(&path, &mut |_| {}).unwrap();
+            let mut leaf = issue("0a");
+            (leaf.not_after, leaf.generation) = (Some(99), Some(2));
+            j.append(leaf, Some("0a"), 1).unwrap();
+            let mut odd = issue("0b\"\n\u{e9}");
+            (odd.not_after, odd.generation) = (Some(98), Some(1));
+            j.append(odd, Some("0b"), 2).unwrap();
+            let mut deny = AuditEvent::new(AuditAction::IdentityDeny, "uid:0");
+            deny.detail = Some("reason: \"stolen\"\tkey".into());
+            j.append(deny, None, 3).unwrap();
+            j.append(AuditEvent::new(AuditAction::Issue, "mtls"), None, 4)
+                .unwrap();
+            j.sync().unwrap();
+        }
+        let mut seen = Vec::new();
+        let j = Journal::open(&path, &mut |r| {
+            let serial = r.event.serial.map(str::to_owned);
+            seen.push((
+                r.seq,
+                serial,
+                r.hash.to_string(),
+                r.issued_leaf().map(|(a, g, _)| (a, g)),
+            ));
+        })
+        .unwrap();
+        let full: Vec<_> = records(&j)
+            .into_iter()
+            .map(|r| {
+                let r = r.unwrap();
+                let e = &r.event;
+                let leaf = (e.fingerprint.is_some() && e.serial.is_some())
+                    .then_some(e.not_after.zip(e.generation))
+                    .flatten();
+                (r.seq, e.serial.clone(), r.hash, leaf)
+            })
+            .collect();
+        assert_eq!(seen, full);
+        assert_eq!(seen[0].3, Some((99, 2)));
+        assert_eq!(seen[1].1.as_deref(), Some("0b\"\n\u{e9}"));
+        assert_eq!((seen[2].3, seen[3].3), (None, None));
+        assert_eq!(
+            j.issued(),
+            2,
+            "an issue record without facts is not counted"
+        );
     }
 
     #[test]

@@ -132,8 +132,12 @@ struct LiveIndex(BTreeMap<(u64, u64), u64>);
 
 impl LiveIndex {
     fn add(&mut self, r: &IssuanceRecord) {
-        if r.auth != crate::AuthMethod::Internal.as_str() {
-            *self.0.entry((r.not_after, r.generation)).or_default() += 1;
+        self.add_leaf(r.not_after, r.generation, &r.auth);
+    }
+
+    fn add_leaf(&mut self, not_after: u64, generation: u64, auth: &str) {
+        if auth != crate::AuthMethod::Internal.as_str() {
+            *self.0.entry((not_after, generation)).or_default() += 1;
         }
     }
 
@@ -218,8 +222,10 @@ impl SledStore {
         let now = now_unix().saturating_sub(3600);
         let mut live = LiveIndex::default();
         let journal = Journal::open(&journal_path, &mut |r| {
-            if let Some(r) = issuance_of(r).filter(|r| r.not_after > now) {
-                live.add(&r);
+            if let Some((not_after, generation, auth)) = r.issued_leaf()
+                && not_after > now
+            {
+                live.add_leaf(not_after, generation, auth);
             }
         })?;
         let legacy = Legacy {
