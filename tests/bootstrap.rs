@@ -584,37 +584,12 @@ fn existing_identity_skips_the_token_and_expired_one_explains() {
 
 #[test]
 fn no_log_or_error_carries_the_token() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let log_path = tmp.path().join("server.log");
-    // The harness's server inherits stderr; this one logs everything to a file we can read.
-    let mut child = Command::new(common::writ_bin())
-        .args([
-            "server",
-            "-o",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--dev",
-            "--allow-root",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("WRIT_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = started["listen"].as_str().unwrap().to_owned();
+    let server = common::LoggedServer::start(&data, &tmp.path().join("server.log"), "debug");
+    let addr = server.addr();
     let datas = data.display().to_string();
     let admin = |args: &[&str]| {
         let mut all = args.to_vec();
@@ -663,13 +638,7 @@ fn no_log_or_error_carries_the_token() {
     ];
     assert!(outs[0].status.success());
     assert!(outs[1..].iter().all(|o| !o.status.success()));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = server.stop();
     assert!(log.contains(minted["jti"].as_str().unwrap()), "{log}");
     // The signature segment alone would let nobody redeem anything, but a token is never
     // logged in part either: check each segment.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, wait_until, writ_bin};
+use common::{LoggedServer, Server, wait_until, writ_bin};
 use writ_ca::store::{Entries, SledStore, Store};
 
 /// A started server (killed on drop) or what it said before exiting.
@@ -297,38 +297,13 @@ fn paths_others_can_read_are_refused_with_the_fix() {
 #[test]
 fn dev_mode_logs_a_warning_that_keys_are_unencrypted() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(writ_bin())
-        .args([
-            "server",
-            "-o",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(tmp.path().join("data"))
-        .args(["--dev", "--allow-root"])
-        .env("WRIT_LOG", "warn")
-        .env_remove("WRIT_PASSPHRASE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("root_fingerprint"), "{line}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let server = LoggedServer::start(
+        &tmp.path().join("data"),
+        &tmp.path().join("server.log"),
+        "warn",
+    );
+    assert!(server.started["root_fingerprint"].is_string());
+    let log = server.stop();
     assert!(
         log.contains("WARNING") && log.contains("UNENCRYPTED") && log.contains("--passphrase-file"),
         "{log}"

@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Server, assert_success, http_get, metric, writ, writ_bin, writ_json};
+use common::{LoggedServer, Server, assert_success, http_get, metric, writ, writ_json};
 
 const ID: &str = "spiffe://cluster.local/ns/prod/sa/api";
 
@@ -189,38 +187,13 @@ fn metrics_count_signing_by_method_and_result() {
 #[test]
 fn the_log_on_a_pipe_carries_no_terminal_colour_codes() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(writ_bin())
-        .args([
-            "server",
-            "-o",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(tmp.path().join("data"))
-        .args(["--dev", "--allow-root"])
-        .env("WRIT_LOG", "info")
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("root_fingerprint"), "{line}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let server = LoggedServer::start(
+        &tmp.path().join("data"),
+        &tmp.path().join("server.log"),
+        "info",
+    );
+    assert!(server.started["root_fingerprint"].is_string());
+    let log = server.stop();
     assert!(log.contains(" INFO "), "{log}");
     assert!(
         !log.contains('\u{1b}'),

@@ -125,6 +125,75 @@ impl Drop for Server {
     }
 }
 
+/// A `writ server --dev` on an ephemeral port whose log (stderr, at `level`) goes to
+/// `log`, for tests that read what the server logs. The harness's [`Server`] inherits
+/// stderr instead.
+pub struct LoggedServer {
+    child: Child,
+    /// The start-up line (`-o json`).
+    pub started: serde_json::Value,
+    log: PathBuf,
+}
+
+impl LoggedServer {
+    /// Starts it on `data_dir`, with no passphrase and no `NO_COLOR` in its environment.
+    pub fn start(data_dir: &Path, log: &Path, level: &str) -> LoggedServer {
+        let mut child = Command::new(writ_bin())
+            .args([
+                "server",
+                "-o",
+                "json",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(["--dev", "--allow-root"])
+            .env("WRIT_LOG", level)
+            .env_remove("WRIT_PASSPHRASE")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn writ server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .unwrap();
+        let started =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("start-up line {line:?}: {e}"));
+        LoggedServer {
+            child,
+            started,
+            log: log.to_owned(),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.started["listen"].as_str().unwrap().to_owned()
+    }
+
+    /// Stops the server as a service manager would (SIGTERM) and returns everything it
+    /// logged.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `writ ARGS` and returns its output.
 pub fn writ(args: &[&str]) -> Output {
     Command::new(writ_bin())
