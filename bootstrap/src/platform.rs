@@ -258,6 +258,9 @@ fn map_identity(
                             .into(),
                     );
                 }
+                // A `sub` that is there must name the same service account, so a
+                // malformed one is refused even when `kubernetes.io` says who it is.
+                (_, Some(Err(e))) => return Err(e),
                 (Some(k8s), _) => k8s,
                 (None, Some(sub)) => sub?,
                 (None, None) => {

@@ -251,6 +251,15 @@ fn identities_come_only_from_consistent_valid_claims() {
     let mut c = k8s_claims("prod", "web");
     c["sub"] = json!("system:serviceaccount:prod:admin");
     assert!(reason(verify(&rsa.token("r1", &c), &set)).contains("different service accounts"));
+    // Found by the platform_jwt fuzz target: a malformed `sub` beside valid claims.
+    for sub in ["system:serviceaccount:prod7web", "user:alice"] {
+        let mut c = k8s_claims("prod", "web");
+        c["sub"] = json!(sub);
+        assert!(
+            reason(verify(&rsa.token("r1", &c), &set))
+                .contains("is not system:serviceaccount:NS:SA")
+        );
+    }
     let mut c = k8s_claims("prod", "web");
     c["sub"] = json!("user:alice");
     c.as_object_mut().unwrap().remove("kubernetes.io");
