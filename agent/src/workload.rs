@@ -349,12 +349,41 @@ fn bind(path: &Path) -> Result<UnixListener, Error> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("inspect")(e)),
     }
-    let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
-    // The socket is created with the umask's mode and tightened here; the directory
-    // above it is the real gate, so the instant in between exposes nothing.
-    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(io_err("set permissions of"))?;
+    // Bind and tighten under a private name, then rename into place: the socket path
+    // appears only once it accepts connections and has its final mode, so a workload (or a
+    // script) that waits for the file to exist never meets a refused connection or a
+    // socket with the umask's mode.
+    let staging = staging_path(path);
+    let _ = fs::remove_file(&staging);
+    let listener = match UnixListener::bind(&staging) {
+        Ok(listener) => listener,
+        // The staging name is longer than the socket's; a socket path near the kernel's
+        // 108-byte limit is bound directly instead.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))
+                .map_err(io_err("set permissions of"))?;
+            return Ok(listener);
+        }
+        Err(e) => return Err(io_err("bind")(e)),
+    };
+    let placed = fs::set_permissions(&staging, fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(io_err("set permissions of"))
+        .and_then(|()| fs::rename(&staging, path).map_err(io_err("move the socket to")));
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&staging);
+        return Err(e);
+    }
     Ok(listener)
+}
+
+/// Where the socket is bound before it is renamed to `path`: beside it, hidden, and
+/// distinct per process.
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}", std::process::id()));
+    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -693,6 +722,58 @@ mod tests {
         fs::write(&file, "mine").unwrap();
         assert!(matches!(bind(&file), Err(Error::NotASocket { .. })));
         assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+    }
+
+    /// A workload that connects the instant the socket file appears must get through:
+    /// the file may not exist before the socket listens, nor with a looser mode.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_socket_appears_only_when_it_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..200 {
+            let path = dir.path().join(format!("api-{round}.sock"));
+            let watcher = {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        if let Ok(meta) = fs::symlink_metadata(&path) {
+                            let mode = meta.permissions().mode() & 0o777;
+                            let connected = std::os::unix::net::UnixStream::connect(&path);
+                            return (mode, connected.map(drop).map_err(|e| e.kind()));
+                        }
+                        std::hint::spin_loop();
+                    }
+                })
+            };
+            let listener = bind(&path).unwrap();
+            let (mode, connected) = watcher.join().unwrap();
+            assert_eq!(mode, SOCKET_MODE, "round {round}");
+            assert_eq!(connected, Ok(()), "round {round}");
+            drop(listener);
+        }
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "staging names left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_socket_path_near_the_kernel_limit_is_bound_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = 107 - dir.path().as_os_str().len() - 1;
+        let path = dir.path().join("s".repeat(room));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let _listener = bind(&path).unwrap();
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            SOCKET_MODE
+        );
     }
 
     /// Wire compatibility with an independent implementation: the rust-spiffe client.
