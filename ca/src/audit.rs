@@ -174,6 +174,9 @@ fn link_hash(prev: &str, seq: u64, time: u64, event: &AuditEvent) -> String {
 /// The outcome of a successful [`verify`]: how many records and the newest one's place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainHead {
+    /// The oldest sequence number checked: 1 for a whole log, later when older segments
+    /// were archived ([`verify_continuing`]); 0 when the log is empty.
+    pub first_seq: u64,
     /// Records checked.
     pub records: u64,
     /// The newest sequence number (0 when the log is empty).
@@ -249,7 +252,26 @@ pub fn verify<I>(records: I) -> Result<ChainHead, ChainBreak>
 where
     I: IntoIterator<Item = Result<AuditRecord, String>>,
 {
+    walk(records, false)
+}
+
+/// Like [`verify`], but the log may begin after record 1 — its older segments archived —
+/// and is then checked from its first record on, whose own hash must match. The result's
+/// `first_seq` says where the checked history starts: removing the oldest records is
+/// detectable only against an archive or a count noted earlier.
+pub fn verify_continuing<I>(records: I) -> Result<ChainHead, ChainBreak>
+where
+    I: IntoIterator<Item = Result<AuditRecord, String>>,
+{
+    walk(records, true)
+}
+
+fn walk<I>(records: I, continuing: bool) -> Result<ChainHead, ChainBreak>
+where
+    I: IntoIterator<Item = Result<AuditRecord, String>>,
+{
     let mut head = ChainHead {
+        first_seq: 0,
         records: 0,
         seq: 0,
         hash: GENESIS.to_owned(),
@@ -259,6 +281,11 @@ where
             position: i as u64 + 1,
             reason,
         })?;
+        if continuing && head.records == 0 && r.seq > 1 {
+            // The anchor: what preceded it is elsewhere.
+            head.seq = r.seq - 1;
+            head.hash.clone_from(&r.prev);
+        }
         let expected = head.seq + 1;
         if r.seq < expected {
             return Err(ChainBreak::OutOfOrder {
@@ -279,6 +306,11 @@ where
             return Err(ChainBreak::Unlinked { seq: r.seq });
         }
         head = ChainHead {
+            first_seq: if head.records == 0 {
+                r.seq
+            } else {
+                head.first_seq
+            },
             records: head.records + 1,
             seq: r.seq,
             hash: r.hash,
@@ -371,6 +403,39 @@ mod tests {
 
         let unreadable = vec![Ok(log(1)[0].clone()), Err("bad json".to_owned())];
         assert_eq!(verify(unreadable).unwrap_err().seq(), 2);
+    }
+
+    #[test]
+    fn a_log_whose_oldest_segments_were_archived_verifies_from_where_it_starts() {
+        let l = log(6);
+        let rest = &l[2..];
+        assert_eq!(
+            check(rest),
+            Err(ChainBreak::Missing {
+                expected: 1,
+                found: 3
+            }),
+            "the strict check wants record 1"
+        );
+        let head = verify_continuing(rest.iter().cloned().map(Ok)).unwrap();
+        assert_eq!((head.first_seq, head.records, head.seq), (3, 4, 6));
+        assert_eq!(head.hash, l[5].hash);
+        assert_eq!(check(&l).unwrap().first_seq, 1);
+
+        let mut anchor_modified = rest.to_vec();
+        anchor_modified[0].event.serial = Some("ff".into());
+        assert_eq!(
+            verify_continuing(anchor_modified.into_iter().map(Ok)),
+            Err(ChainBreak::Modified { seq: 3 })
+        );
+        let mut gap = rest.to_vec();
+        gap.remove(1);
+        assert_eq!(
+            verify_continuing(gap.into_iter().map(Ok))
+                .unwrap_err()
+                .seq(),
+            4
+        );
     }
 
     #[test]

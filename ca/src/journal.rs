@@ -10,11 +10,14 @@
 //!
 //! Crash safety: a record is acknowledged only after the flush that wrote it; a crash can
 //! leave at most a torn last line, never acknowledged, which is cut off at open.
+//!
+//! Past a size the file is sealed as a segment and a fresh one started (`segment.rs`);
+//! reading goes through the sealed segments, oldest first, then the live file.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -24,6 +27,10 @@ use serde::de::IgnoredAny;
 
 use crate::Error;
 use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
+use crate::segment;
+
+/// Size past which the live journal file is sealed as a segment (~500,000 issuances).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 256 << 20;
 
 /// How many serials one half of [`RecentSerials`] holds before it is retired.
 const SERIALS_PER_HALF: usize = 1 << 20;
@@ -31,6 +38,7 @@ const SERIALS_PER_HALF: usize = 1 << 20;
 /// The append-only log file and the group commit that makes its records durable.
 pub(crate) struct Journal {
     path: PathBuf,
+    segment_bytes: u64,
     tail: Mutex<Tail>,
     commit: Mutex<Commit>,
     flushed: Condvar,
@@ -53,10 +61,14 @@ struct Tail {
 struct Commit {
     /// Every record up to this sequence number is on disk.
     durable: u64,
-    /// Length of the durable part of the file.
+    /// Length of the durable part of the live file.
     len: u64,
     /// The append handle; `None` while a writer is flushing with it.
     file: Option<File>,
+    /// Sequence number of the live file's first record (of the next one when empty).
+    live_first: u64,
+    /// Length at which the live file is next sealed.
+    seal_at: u64,
 }
 
 /// Serials of the most recent one to two million issuances, as their first 64 bits.
@@ -180,18 +192,22 @@ impl<'a> Scanned<'a> {
 }
 
 impl Journal {
-    /// Opens (or creates, mode 0600) the journal at `path`: reads it through to find the
-    /// chain's head, passing each readable record to `each`, and cuts off a torn last
-    /// line left by a crash.
+    /// [`Journal::open_segmented`] with the default segment size.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path, each: &mut dyn FnMut(&Scanned<'_>)) -> Result<Self, Error> {
+        Self::open_segmented(path, DEFAULT_SEGMENT_BYTES, each)
+    }
+
+    /// Opens (or creates, mode 0600) the journal whose live file is `path`: reads its
+    /// sealed segments and then the live file through to find the chain's head, passing
+    /// each readable record to `each`, and cuts off a torn last line left by a crash. The
+    /// live file is sealed once it holds `segment_bytes`.
+    pub(crate) fn open_segmented(
+        path: &Path,
+        segment_bytes: u64,
+        each: &mut dyn FnMut(&Scanned<'_>),
+    ) -> Result<Self, Error> {
         let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
         let mut tail = Tail {
             next_seq: 1,
             prev_hash: GENESIS.to_owned(),
@@ -200,39 +216,23 @@ impl Journal {
             issued: 0,
             serials: RecentSerials::default(),
         };
-        let mut len = 0u64;
-        let mut reader = BufReader::with_capacity(1 << 20, &mut file);
-        let (mut line, mut newest) = (Vec::new(), Vec::new());
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break;
-            }
-            len += n as u64;
-            let full;
-            let scanned = match serde_json::from_slice::<Scanned<'_>>(&line) {
-                Ok(r) => Some(r),
-                Err(_) => {
-                    full = serde_json::from_slice::<AuditRecord>(&line).ok();
-                    full.as_ref().map(Scanned::of)
-                }
-            };
-            if let Some(r) = scanned {
-                each(&r);
-                if r.event.action == AuditAction::Issue {
-                    tail.issued += u64::from(r.event.fingerprint.is_some());
-                    if let Some(serial) = &r.event.serial {
-                        tail.serials.insert(serial);
-                    }
-                }
-                tail.next_seq = r.seq + 1;
-                tail.appended = r.seq;
-                tail.prev_hash = r.hash.into_owned();
-            }
-            std::mem::swap(&mut line, &mut newest);
+        let mut newest = Vec::new();
+        for sealed in segment::list(path)? {
+            let file = File::open(&sealed.path)
+                .map_err(|e| Error::Storage(format!("{}: {e}", sealed.path.display())))?;
+            scan(file, &mut tail, &mut newest, each)
+                .map_err(|e| Error::Storage(format!("{}: {e}", sealed.path.display())))?;
         }
-        drop(reader);
+        let sealed_head = tail.appended;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let (len, live_first) = scan(&mut file, &mut tail, &mut newest, each).map_err(io)?;
+        let live_first = live_first.unwrap_or(sealed_head + 1);
         // The newest complete line must be a whole record: appending after a damaged one
         // would hide the damage.
         let newest_unreadable = (!newest.is_empty())
@@ -252,11 +252,14 @@ impl Journal {
         }
         Ok(Self {
             path: path.to_owned(),
+            segment_bytes,
             commit: Mutex::new(Commit {
                 // Everything read back is on disk already.
                 durable: tail.appended,
                 len,
                 file: Some(file),
+                live_first,
+                seal_at: segment_bytes,
             }),
             tail: Mutex::new(tail),
             flushed: Condvar::new(),
@@ -333,6 +336,9 @@ impl Journal {
                 Ok(()) => {
                     commit.durable = upto;
                     commit.len += bytes.len() as u64;
+                    if commit.len >= commit.seal_at {
+                        self.seal(&mut commit, &mut file);
+                    }
                 }
                 Err(_) => {
                     // Cut what may have been half written and keep the records queued: the
@@ -350,68 +356,145 @@ impl Journal {
         }
     }
 
-    /// Calls `f` on every durable record, oldest first, until it returns `false`. A line
-    /// that does not parse is passed as `Err(reason)` so a verifier can name it.
-    pub(crate) fn for_each(
-        &self,
-        f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
-    ) -> Result<(), Error> {
-        self.sync()?;
-        let len = self.lock_commit().len;
-        let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", self.path.display()));
-        let file = File::open(&self.path).map_err(io)?;
-        let mut reader = BufReader::with_capacity(1 << 20, file.take(len));
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
-                return Ok(());
+    /// Seals the live file (just flushed, `file` its handle) as a segment; the records
+    /// are durable either way, so a failure only postpones sealing.
+    fn seal(&self, commit: &mut Commit, file: &mut File) {
+        match segment::seal(&self.path, commit.live_first) {
+            Ok(fresh) => {
+                *file = fresh;
+                commit.len = 0;
+                commit.live_first = commit.durable + 1;
+                commit.seal_at = self.segment_bytes;
             }
-            if !f(serde_json::from_slice(&line).map_err(|e| e.to_string())) {
-                return Ok(());
+            Err(e) => {
+                // Retried after another eighth of a segment, not on every flush.
+                commit.seal_at = commit.len + (self.segment_bytes / 8).max(1);
+                tracing::warn!(error = %e, "the journal could not be sealed; retrying later");
             }
         }
     }
-}
 
-impl Journal {
+    /// What a reader goes through: the sealed segments, and the live file opened while
+    /// no seal can move it, with its durable length.
+    fn snapshot(&self) -> Result<(Vec<segment::Sealed>, File, u64), Error> {
+        self.sync()?;
+        let commit = self.lock_commit();
+        let sealed = segment::list(&self.path)?;
+        let live = File::open(&self.path)
+            .map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))?;
+        Ok((sealed, live, commit.len))
+    }
+
+    /// Calls `f` on every durable record from sequence number `since` on (and possibly a
+    /// few before it), oldest first, until it returns `false`. Sealed segments wholly
+    /// before `since` are not read. A line that does not parse is passed as `Err(reason)`
+    /// so a verifier can name it.
+    pub(crate) fn for_each(
+        &self,
+        since: u64,
+        f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
+    ) -> Result<(), Error> {
+        let (sealed, live, len) = self.snapshot()?;
+        let mut each = |line: &[u8]| f(serde_json::from_slice(line).map_err(|e| e.to_string()));
+        for (i, segment) in sealed.iter().enumerate() {
+            if sealed
+                .get(i + 1)
+                .is_some_and(|next| next.first_seq <= since)
+            {
+                continue;
+            }
+            let Some(file) = open_sealed(segment)? else {
+                continue;
+            };
+            // Sealed: complete and never written again.
+            if !segment::read_forward(file, u64::MAX, &mut each).map_err(storage(&segment.path))? {
+                return Ok(());
+            }
+        }
+        segment::read_forward(live, len, &mut each).map_err(storage(&self.path))?;
+        Ok(())
+    }
+
     /// Calls `f` on every durable record, newest first, until it returns `false`; reads
-    /// the file backwards, so the cost follows what `f` consumes, not the journal's size.
+    /// backwards, so the cost follows what `f` consumes, not the journal's size.
     pub(crate) fn for_each_newest(
         &self,
         f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
     ) -> Result<(), Error> {
-        const BLOCK: u64 = 64 * 1024;
-        self.sync()?;
-        let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", self.path.display()));
-        let mut file = File::open(&self.path).map_err(io)?;
-        let mut end = self.lock_commit().len;
-        // The start of a line whose beginning lies before `end`.
-        let mut carry = Vec::new();
-        while end > 0 {
-            let start = end.saturating_sub(BLOCK);
-            let mut buf = vec![0; (end - start) as usize];
-            file.seek(SeekFrom::Start(start)).map_err(io)?;
-            file.read_exact(&mut buf).map_err(io)?;
-            buf.extend_from_slice(&carry);
-            // Unless this block starts the file, its first line may be partial.
-            let split = match start {
-                0 => 0,
-                _ => buf
-                    .iter()
-                    .position(|b| *b == b'\n')
-                    .map_or(buf.len(), |i| i + 1),
+        let (sealed, mut live, len) = self.snapshot()?;
+        let mut each = |line: &[u8]| f(serde_json::from_slice(line).map_err(|e| e.to_string()));
+        if !segment::read_backward(&mut live, len, &mut each).map_err(storage(&self.path))? {
+            return Ok(());
+        }
+        for segment in sealed.iter().rev() {
+            let Some(mut file) = open_sealed(segment)? else {
+                continue;
             };
-            for line in buf[split..].rsplit(|b| *b == b'\n') {
-                if !line.is_empty() && !f(serde_json::from_slice(line).map_err(|e| e.to_string())) {
-                    return Ok(());
-                }
+            let len = file.metadata().map_err(storage(&segment.path))?.len();
+            if !segment::read_backward(&mut file, len, &mut each).map_err(storage(&segment.path))? {
+                return Ok(());
             }
-            buf.truncate(split);
-            carry = buf;
-            end = start;
         }
         Ok(())
+    }
+}
+
+/// Opens a sealed segment for reading; `None` when it was moved away (archived) since it
+/// was listed.
+fn open_sealed(segment: &segment::Sealed) -> Result<Option<File>, Error> {
+    match File::open(&segment.path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(storage(&segment.path)(e)),
+    }
+}
+
+fn storage(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Storage(format!("{}: {e}", path.display()))
+}
+
+/// Reads one journal file through at open: each complete line's record goes to `each` and
+/// moves the chain's head in `tail`; `newest` ends as the last complete line. Returns the
+/// length of the complete lines and the first record's sequence number.
+fn scan(
+    file: impl std::io::Read,
+    tail: &mut Tail,
+    newest: &mut Vec<u8>,
+    each: &mut dyn FnMut(&Scanned<'_>),
+) -> std::io::Result<(u64, Option<u64>)> {
+    let mut len = 0u64;
+    let mut first = None;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok((len, first));
+        }
+        len += n as u64;
+        let full;
+        let scanned = match serde_json::from_slice::<Scanned<'_>>(&line) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                full = serde_json::from_slice::<AuditRecord>(&line).ok();
+                full.as_ref().map(Scanned::of)
+            }
+        };
+        if let Some(r) = scanned {
+            each(&r);
+            if r.event.action == AuditAction::Issue {
+                tail.issued += u64::from(r.event.fingerprint.is_some());
+                if let Some(serial) = &r.event.serial {
+                    tail.serials.insert(serial);
+                }
+            }
+            first.get_or_insert(r.seq);
+            tail.next_seq = r.seq + 1;
+            tail.appended = r.seq;
+            tail.prev_hash = r.hash.into_owned();
+        }
+        std::mem::swap(&mut line, newest);
     }
 }
 
@@ -448,270 +531,4 @@ pub(crate) fn create_from(path: &Path, lines: &[Vec<u8>]) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn issue(serial: &str) -> AuditEvent {
-        let mut e = AuditEvent::new(AuditAction::Issue, "mtls");
-        e.serial = Some(serial.into());
-        e.fingerprint = Some("ff".into());
-        e
-    }
-
-    fn records(j: &Journal) -> Vec<Result<AuditRecord, String>> {
-        let mut out = Vec::new();
-        j.for_each(&mut |r| {
-            out.push(r);
-            true
-        })
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn appends_chain_and_survive_reopen_and_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        {
-            let j = Journal::open(&path, &mut |_| {}).unwrap();
-            for s in ["01", "02", "03"] {
-                j.append(issue(s), Some(s), 7).unwrap();
-            }
-            assert!(matches!(
-                j.append(issue("02"), Some("02"), 7),
-                Err(Error::SerialReused)
-            ));
-            j.sync().unwrap();
-        }
-        let mode = std::fs::metadata(&path).unwrap();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-            0o600
-        );
-        // A crash in the middle of a write leaves part of a line.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"seq\":4,\"ti").unwrap();
-        drop(f);
-        let j = Journal::open(&path, &mut |_| {}).unwrap();
-        assert_eq!(j.issued(), 3);
-        assert!(matches!(
-            j.append(issue("03"), Some("03"), 8),
-            Err(Error::SerialReused)
-        ));
-        j.append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 8)
-            .unwrap();
-        let all = records(&j);
-        let head = crate::audit::verify(all).unwrap();
-        assert_eq!((head.records, head.seq), (4, 4));
-    }
-
-    /// The borrowed view opening reads agrees with the full parse, including for text that
-    /// JSON escapes (then the record is read in full).
-    #[test]
-    fn the_open_scan_sees_what_the_full_parse_sees() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        {
-            let j = Journal::open(&path, &mut |_| {}).unwrap();
-            let mut leaf = issue("0a");
-            (leaf.not_after, leaf.generation) = (Some(99), Some(2));
-            j.append(leaf, Some("0a"), 1).unwrap();
-            let mut odd = issue("0b\"\n\u{e9}");
-            (odd.not_after, odd.generation) = (Some(98), Some(1));
-            j.append(odd, Some("0b"), 2).unwrap();
-            let mut deny = AuditEvent::new(AuditAction::IdentityDeny, "uid:0");
-            deny.detail = Some("reason: \"stolen\"\tkey".into());
-            j.append(deny, None, 3).unwrap();
-            j.append(AuditEvent::new(AuditAction::Issue, "mtls"), None, 4)
-                .unwrap();
-            j.sync().unwrap();
-        }
-        let mut seen = Vec::new();
-        let j = Journal::open(&path, &mut |r| {
-            let serial = r.event.serial.map(str::to_owned);
-            seen.push((
-                r.seq,
-                serial,
-                r.hash.to_string(),
-                r.issued_leaf().map(|(a, g, _)| (a, g)),
-            ));
-        })
-        .unwrap();
-        let full: Vec<_> = records(&j)
-            .into_iter()
-            .map(|r| {
-                let r = r.unwrap();
-                let e = &r.event;
-                let leaf = (e.fingerprint.is_some() && e.serial.is_some())
-                    .then_some(e.not_after.zip(e.generation))
-                    .flatten();
-                (r.seq, e.serial.clone(), r.hash, leaf)
-            })
-            .collect();
-        assert_eq!(seen, full);
-        assert_eq!(seen[0].3, Some((99, 2)));
-        assert_eq!(seen[1].1.as_deref(), Some("0b\"\n\u{e9}"));
-        assert_eq!((seen[2].3, seen[3].3), (None, None));
-        assert_eq!(
-            j.issued(),
-            2,
-            "an issue record without facts is not counted"
-        );
-    }
-
-    #[test]
-    fn an_unreadable_newest_record_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        {
-            let j = Journal::open(&path, &mut |_| {}).unwrap();
-            j.append(issue("01"), Some("01"), 1).unwrap();
-            j.sync().unwrap();
-        }
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"not json\n").unwrap();
-        drop(f);
-        let Err(Error::Corrupt(msg)) = Journal::open(&path, &mut |_| {}) else {
-            panic!("opened");
-        };
-        assert!(msg.contains("audit verify"), "{msg}");
-    }
-
-    #[test]
-    fn concurrent_appenders_share_flushes_and_keep_one_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let j = std::sync::Arc::new(Journal::open(&path, &mut |_| {}).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let j = j.clone();
-                std::thread::spawn(move || {
-                    for i in 0..100 {
-                        let s = format!("{t:02x}{i:04x}");
-                        j.append(issue(&s), Some(&s), 1).unwrap();
-                        j.sync().unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        drop(j);
-        let j = Journal::open(&path, &mut |_| {}).unwrap();
-        assert_eq!(j.issued(), 800);
-        let head = crate::audit::verify(records(&j)).unwrap();
-        assert_eq!(head.records, 800);
-    }
-
-    #[test]
-    fn newest_first_reads_across_blocks_and_stops_when_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let j = Journal::open(&path, &mut |_| {}).unwrap();
-        // Long details make records straddle the 64 KiB blocks read backwards.
-        for i in 0..300u64 {
-            let mut e = AuditEvent::new(AuditAction::TokenCreate, "uid:0");
-            e.detail = Some("x".repeat((i as usize * 37) % 3000));
-            j.append(e, None, i).unwrap();
-        }
-        let mut seqs = Vec::new();
-        j.for_each_newest(&mut |r| {
-            seqs.push(r.unwrap().seq);
-            true
-        })
-        .unwrap();
-        assert_eq!(seqs, (1..=300).rev().collect::<Vec<_>>());
-        let mut three = Vec::new();
-        j.for_each_newest(&mut |r| {
-            three.push(r.unwrap().seq);
-            three.len() < 3
-        })
-        .unwrap();
-        assert_eq!(three, [300, 299, 298]);
-        let mut seen = 0;
-        let mut counted = 0;
-        drop(j);
-        Journal::open(&path, &mut |r| {
-            seen += 1;
-            counted += r.seq;
-        })
-        .unwrap();
-        assert_eq!((seen, counted), (300, 300 * 301 / 2));
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// Whatever a damaged or hostile file holds after some good records, opening either
-        /// refuses with `Corrupt` or succeeds; when it succeeds, reading newest-first is
-        /// reading oldest-first reversed, and a new record chains after the newest.
-        #[test]
-        fn any_file_opens_or_is_refused_and_reads_agree(
-            good in 0usize..6,
-            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
-            newline_end in proptest::prelude::any::<bool>(),
-        ) {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("audit.jsonl");
-            {
-                let j = Journal::open(&path, &mut |_| {}).unwrap();
-                for i in 0..good {
-                    let s = format!("{i:02x}");
-                    j.append(issue(&s), Some(&s), 1).unwrap();
-                }
-                j.sync().unwrap();
-            }
-            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-            f.write_all(&junk).unwrap();
-            if newline_end {
-                f.write_all(b"\n").unwrap();
-            }
-            drop(f);
-            match Journal::open(&path, &mut |_| {}) {
-                Err(e) => proptest::prop_assert!(matches!(e, Error::Corrupt(_)), "{e}"),
-                Ok(j) => {
-                    let mut forward = Vec::new();
-                    j.for_each(&mut |r| {
-                        forward.push(r);
-                        true
-                    })
-                    .unwrap();
-                    let mut backward = Vec::new();
-                    j.for_each_newest(&mut |r| {
-                        backward.push(r);
-                        true
-                    })
-                    .unwrap();
-                    backward.reverse();
-                    // Blank lines are skipped newest-first; compare the readable records.
-                    let ok = |v: &[Result<AuditRecord, String>]| {
-                        v.iter().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>()
-                    };
-                    proptest::prop_assert_eq!(ok(&forward), ok(&backward));
-                    let head = forward.iter().rev().find_map(|r| r.as_ref().ok().cloned());
-                    let next = j
-                        .append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 2)
-                        .unwrap();
-                    proptest::prop_assert_eq!(
-                        next.prev,
-                        head.map_or_else(|| GENESIS.to_owned(), |h| h.hash)
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn recent_serials_forget_only_beyond_two_halves() {
-        let mut s = RecentSerials::default();
-        for i in 0..(SERIALS_PER_HALF as u64 * 2) {
-            s.insert(&format!("{i:016x}"));
-        }
-        assert!(s.contains(&format!("{:016x}", 0)));
-        s.insert("ff");
-        // The oldest half is retired once a third begins.
-        assert!(!s.contains(&format!("{:016x}", 0)));
-        assert!(s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
-        assert!(s.contains("ff"));
-    }
-}
+mod tests;

@@ -18,6 +18,7 @@ mod journal;
 mod key;
 mod policy;
 pub mod seal;
+mod segment;
 mod spiffe;
 pub mod store;
 pub mod ttl;

@@ -198,9 +198,31 @@ struct CommitState {
     flushing: bool,
 }
 
+/// How a [`SledStore`] keeps its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Size past which the journal's live file is sealed as a segment
+    /// (`audit-<first seq>.jsonl`) and a fresh one started.
+    pub journal_segment_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            journal_segment_bytes: crate::journal::DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
 impl SledStore {
-    /// Opens (or creates) the database at `path`, and the journal beside it.
+    /// Opens (or creates) the database at `path`, and the journal beside it, with the
+    /// default [`StoreOptions`].
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the database at `path`, and the journal beside it.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, Error> {
         let db = sled::Config::new()
             .path(path)
             .open()
@@ -221,7 +243,8 @@ impl SledStore {
         import_legacy_audit(&db, &journal_path)?;
         let now = now_unix().saturating_sub(3600);
         let mut live = LiveIndex::default();
-        let journal = Journal::open(&journal_path, &mut |r| {
+        let segment = options.journal_segment_bytes;
+        let journal = Journal::open_segmented(&journal_path, segment, &mut |r| {
             if let Some((not_after, generation, auth)) = r.issued_leaf()
                 && not_after > now
             {
@@ -293,7 +316,7 @@ impl SledStore {
     /// Every issuance record of the journal, oldest first, until `f` returns `false`.
     fn journal_issuance(&self, f: &mut dyn FnMut(IssuanceRecord) -> bool) -> Result<(), Error> {
         let mut failure = None;
-        self.journal.for_each(&mut |r| match r {
+        self.journal.for_each(0, &mut |r| match r {
             Ok(r) => issuance_of(&r).is_none_or(&mut *f),
             Err(e) => {
                 failure = Some(e);
@@ -466,7 +489,7 @@ impl Store for SledStore {
         // An unreadable line has no sequence number of its own: it is reported when the
         // record before it is within the range asked for.
         let mut last = 0u64;
-        self.journal.for_each(&mut |r| match r {
+        self.journal.for_each(since, &mut |r| match r {
             Ok(r) if r.seq < since => {
                 last = r.seq;
                 true

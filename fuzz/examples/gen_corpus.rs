@@ -231,6 +231,7 @@ server_ips = ["127.0.0.1", "::1"]
 token_ttl = "15m"
 token_max_ttl = "24h"
 token_retention = "7d"
+audit_segment_bytes = 268435456
 "#,
     )?;
     fs::write(

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub limits: Option<crate::limits::LimitsConfig>,
     /// Serve Prometheus metrics and `/healthz` over plain HTTP here (off when unset).
     pub metrics_listen: Option<SocketAddr>,
+    /// Size in bytes past which the audit journal's live file is sealed as a segment.
+    pub audit_segment_bytes: Option<u64>,
     /// File holding the passphrase the CA's private keys are encrypted under.
     pub passphrase_file: Option<PathBuf>,
     /// Development mode: without a passphrase, keep the keys unencrypted (logged).
@@ -182,6 +184,7 @@ impl ServerConfig {
             jwt_issuers,
             limits,
             metrics_listen,
+            audit_segment_bytes,
             passphrase_file,
             dev
         )
@@ -267,6 +270,15 @@ impl ServerConfig {
         let admin_socket = self
             .admin_socket
             .unwrap_or_else(|| data_dir.join("admin.sock"));
+        let audit_segment_bytes = match self.audit_segment_bytes {
+            None => writ_ca::store::StoreOptions::default().journal_segment_bytes,
+            Some(n) if n < MIN_AUDIT_SEGMENT_BYTES => {
+                return Err(Error::Config(format!(
+                    "audit_segment_bytes = {n} is too small to be useful; use at least {MIN_AUDIT_SEGMENT_BYTES} (64 KiB), or leave it unset for 256 MiB"
+                )));
+            }
+            Some(n) => n,
+        };
         Ok(Settings {
             listen: self
                 .listen
@@ -284,6 +296,7 @@ impl ServerConfig {
             jwt_issuers,
             limits: self.limits.unwrap_or_default().resolve()?,
             metrics_listen: self.metrics_listen,
+            audit_segment_bytes,
             data_dir,
             ca,
             passphrase_file: self.passphrase_file,
@@ -291,6 +304,9 @@ impl ServerConfig {
         })
     }
 }
+
+/// The smallest audit segment size accepted: a few hundred records.
+const MIN_AUDIT_SEGMENT_BYTES: u64 = 64 * 1024;
 
 /// Resolved settings the server runs with.
 #[derive(Clone, Debug)]
@@ -315,6 +331,8 @@ pub struct Settings {
     pub jwt_issuers: Vec<JwtIssuerSettings>,
     /// The metrics endpoint's address, if enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Size past which the audit journal's live file is sealed as a segment.
+    pub audit_segment_bytes: u64,
     /// The CA's settings.
     pub ca: CaSettings,
     /// Abuse limits.
@@ -421,5 +439,19 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(c.resolve(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn audit_segments_have_a_floor_and_a_default() {
+        let resolve = |text: &str| ServerConfig::parse(text).map_err(Error::Config)?.resolve();
+        let small = resolve("data_dir = \"/tmp/x\"\naudit_segment_bytes = 65535\n");
+        assert!(
+            small.unwrap_err().to_string().contains("at least 65536"),
+            "a tiny segment size would seal on nearly every flush"
+        );
+        let set = resolve("data_dir = \"/tmp/x\"\naudit_segment_bytes = 65536\n").unwrap();
+        assert_eq!(set.audit_segment_bytes, 65536);
+        let default = resolve("data_dir = \"/tmp/x\"\n").unwrap();
+        assert_eq!(default.audit_segment_bytes, 256 << 20);
     }
 }

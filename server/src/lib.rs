@@ -85,6 +85,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         custody::key_protection(&settings, std::env::var(custody::PASSPHRASE_ENV).ok())?;
 
     let db_path = settings.data_dir.join("db");
+    let store_options = writ_ca::store::StoreOptions {
+        journal_segment_bytes: settings.audit_segment_bytes,
+    };
     let ca_settings = settings.ca.clone();
     let token_settings = BootstrapSettings {
         default_ttl: settings.token_ttl,
@@ -93,7 +96,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         ..BootstrapSettings::default()
     };
     let (authority, bootstrap, created) = tokio::task::spawn_blocking(move || {
-        let store = Arc::new(SledStore::open(&db_path)?);
+        let store = Arc::new(SledStore::open_with(&db_path, store_options)?);
         let td = ca_settings.trust_domain.clone();
         let (sealer, new_kek) = writ_ca::seal::unlock(store.as_ref(), protection)?;
         if new_kek {

@@ -3,7 +3,8 @@
 //! `list` and `export` read it through the admin socket. `verify` checks the chain from
 //! an export file, from a data directory's database directly (the server stopped, or a
 //! copy: sled lets one process open it), or, when the server holds that database,
-//! through its admin socket.
+//! through its admin socket. An export file must start at record 1; a data directory may
+//! start later, when its oldest sealed segments were archived, and the report says where.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use writ_ca::audit::{AuditRecord, ChainHead, verify};
+use writ_ca::audit::{AuditRecord, ChainHead, verify, verify_continuing};
 use writ_ca::store::{SledStore, Store};
 use writ_proto::admin::AuditListRequest;
 
@@ -193,7 +194,7 @@ async fn from_data_dir(
                 records.push(r);
                 true
             })?;
-            Ok((db.display().to_string(), verify(records)))
+            Ok((db.display().to_string(), verify_continuing(records)))
         }
         Err(e) if e.to_string().contains("locked by another process") => {
             eprintln!(
@@ -230,7 +231,7 @@ async fn through_socket(
             break;
         }
     }
-    Ok(verify(records))
+    Ok(verify_continuing(records))
 }
 
 fn report(
@@ -243,10 +244,17 @@ fn report(
             "ok": true,
             "source": source,
             "records": head.records,
+            "first_seq": head.first_seq,
             "head_seq": head.seq,
             "head_hash": head.hash,
         })),
         (Ok(head), Format::Text) => {
+            if head.first_seq > 1 {
+                println!(
+                    "records before {0} are not here (archived segments): checked from record {0} on; verify the archive with them to cover all of history",
+                    head.first_seq
+                );
+            }
             println!(
                 "audit log intact: {} records; head {} {} (note it: removing the newest records is only detectable against a head noted earlier)",
                 head.records, head.seq, head.hash

@@ -68,6 +68,11 @@ pub struct Args {
     /// HTTP on this address (port 0 picks one) [default: off].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Seal the audit journal's live file as a segment (`audit-<first seq>.jsonl`) once it
+    /// holds this many bytes; sealed segments never change and may be archived
+    /// [default: 268435456, 256 MiB].
+    #[arg(long)]
+    audit_segment_bytes: Option<u64>,
     /// File holding the passphrase the CA's private keys are encrypted under (mode 0600);
     /// else WRIT_PASSPHRASE is read.
     #[arg(long)]
@@ -112,6 +117,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         trust_domain_aliases: (!a.trust_domain_aliases.is_empty())
             .then_some(a.trust_domain_aliases),
         metrics_listen: a.metrics_listen,
+        audit_segment_bytes: a.audit_segment_bytes,
         passphrase_file: a.passphrase_file,
         dev: a.dev.then_some(true),
         ..Default::default()
