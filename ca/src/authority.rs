@@ -707,6 +707,15 @@ impl Authority {
                 latest,
             });
         }
+        if let Some(allowed_at) = self.archived_leaves_until().filter(|t| *t > now)
+            && !force
+        {
+            return Err(Error::TooEarly {
+                what: format!("retiring CA generation G{id}"),
+                why: "audit segments were archived whose certificates may still be valid (the CA cannot count them)".into(),
+                allowed_at,
+            });
+        }
         let mut next = state.duplicate()?;
         for g in &mut next.generations {
             if g.id == id {
@@ -749,11 +758,27 @@ impl Authority {
                 allowed_at: p.since + self.settings.propagation,
             }));
         }
+        let archived = self.archived_leaves_until();
         Ok(state.in_state(GenerationState::Previous).map(|p| NextStep {
             action: RotationAction::Retire,
             generation: p.id,
-            allowed_at: live.get(&p.id).map_or(p.since, |&(_, latest)| latest),
+            allowed_at: live
+                .get(&p.id)
+                .map_or(p.since, |&(_, latest)| latest)
+                .max(archived.unwrap_or(p.since)),
         }))
+    }
+
+    /// When archived audit segments were moved out of the store, the latest a certificate
+    /// they record can expire: issued before the oldest record left, within the longest
+    /// TTL.
+    fn archived_leaves_until(&self) -> Option<SystemTime> {
+        let before = self.store.archived_before()?;
+        Some(
+            SystemTime::UNIX_EPOCH
+                + Duration::from_secs(before)
+                + self.settings.ttl.max().duration(),
+        )
     }
 
     /// Every CA certificate in the bundle or served in chains, named, with its notAfter:

@@ -39,6 +39,8 @@ const SERIALS_PER_HALF: usize = 1 << 20;
 pub(crate) struct Journal {
     path: PathBuf,
     segment_bytes: u64,
+    /// When the oldest segments were moved away: the time of the oldest record left.
+    archived_before: Option<u64>,
     tail: Mutex<Tail>,
     commit: Mutex<Commit>,
     flushed: Condvar,
@@ -217,11 +219,10 @@ impl Journal {
             serials: RecentSerials::default(),
         };
         let mut newest = Vec::new();
-        for sealed in segment::list(path)? {
-            let file = File::open(&sealed.path)
-                .map_err(|e| Error::Storage(format!("{}: {e}", sealed.path.display())))?;
-            scan(file, &mut tail, &mut newest, each)
-                .map_err(|e| Error::Storage(format!("{}: {e}", sealed.path.display())))?;
+        let sealed = segment::list(path)?;
+        for segment in &sealed {
+            let file = File::open(&segment.path).map_err(storage(&segment.path))?;
+            scan(file, &mut tail, &mut newest, each).map_err(storage(&segment.path))?;
         }
         let sealed_head = tail.appended;
         let mut file = OpenOptions::new()
@@ -233,6 +234,11 @@ impl Journal {
             .map_err(io)?;
         let (len, live_first) = scan(&mut file, &mut tail, &mut newest, each).map_err(io)?;
         let live_first = live_first.unwrap_or(sealed_head + 1);
+        let oldest = sealed.first().map_or(path, |s| s.path.as_path());
+        let archived_before = match first_record(oldest)? {
+            Some(r) if r.seq > 1 => Some(r.time),
+            _ => None,
+        };
         // The newest complete line must be a whole record: appending after a damaged one
         // would hide the damage.
         let newest_unreadable = (!newest.is_empty())
@@ -253,6 +259,7 @@ impl Journal {
         Ok(Self {
             path: path.to_owned(),
             segment_bytes,
+            archived_before,
             commit: Mutex::new(Commit {
                 // Everything read back is on disk already.
                 durable: tail.appended,
@@ -304,6 +311,12 @@ impl Journal {
             tail.serials.insert(s);
         }
         Ok(record)
+    }
+
+    /// When records before the oldest one present were archived (moved away with their
+    /// segments): that record's time. Certificates they record may still be valid.
+    pub(crate) fn archived_before(&self) -> Option<u64> {
+        self.archived_before
     }
 
     /// Issuance records appended so far (durable or about to be), not counting those
@@ -447,6 +460,20 @@ fn open_sealed(segment: &segment::Sealed) -> Result<Option<File>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(storage(&segment.path)(e)),
     }
+}
+
+/// The first record of a journal file, if it has a readable one.
+fn first_record(path: &Path) -> Result<Option<AuditRecord>, Error> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(storage(path)(e)),
+    };
+    let mut line = Vec::new();
+    BufReader::new(file)
+        .read_until(b'\n', &mut line)
+        .map_err(storage(path))?;
+    Ok(serde_json::from_slice(&line).ok())
 }
 
 fn storage(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {

@@ -91,6 +91,12 @@ pub trait Store: Send + Sync {
         })?;
         Ok(live)
     }
+    /// When the log's oldest records were archived (moved out of the store), the time of
+    /// the oldest record left: certificates issued before it may still be valid though
+    /// [`Store::live_leaves`] cannot count them.
+    fn archived_before(&self) -> Option<u64> {
+        None
+    }
     /// Appends `event` to the hash-chained audit log, durably, and returns the record.
     /// [`Store::record_issuance`] audits issuance itself, atomically with the log entry.
     fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, Error>;
@@ -430,6 +436,10 @@ impl Store for SledStore {
 
     fn live_leaves(&self, now: u64) -> Result<LiveLeaves, Error> {
         Ok(self.lock_live().at(now))
+    }
+
+    fn archived_before(&self) -> Option<u64> {
+        self.journal.archived_before()
     }
 
     fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {

@@ -16,6 +16,7 @@ use writ_ca::{
 };
 
 use support::{LintJob, TestCa};
+use writ_ca::store::StoreOptions;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const SECOND: Duration = Duration::from_secs(1);
@@ -695,4 +696,64 @@ fn lint_cross_signed(old_root: &[u8], cross: &[u8], intermediate: &[u8]) {
         },
     ]);
     assert!(findings.is_empty(), "pkilint: {findings:#?}");
+}
+
+/// Once audit segments were archived, leaves they recorded are invisible to the count of
+/// live leaves: retiring waits until the longest TTL has passed since the oldest record
+/// left (or is forced), and the pending step says until when.
+#[test]
+fn retiring_waits_out_certificates_recorded_in_archived_segments() {
+    let options = StoreOptions {
+        journal_segment_bytes: 64 * 1024,
+    };
+    let mut ca = TestCa::create_with(support::settings(KeyType::EcP256), options);
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let live = ca.dir().join("audit.jsonl");
+    while sealed_segments(ca.dir()).len() < 2 {
+        support::issue(ca.ca(), &key, HOUR);
+    }
+    let now = SystemTime::now();
+    ca.ca().prepare(None, now).expect("prepare");
+    ca.ca().activate(true, now).expect("activate");
+    assert!(live.exists());
+
+    let oldest = sealed_segments(ca.dir()).remove(0);
+    std::fs::remove_file(&oldest).expect("archive the oldest segment");
+    ca.reopen();
+    // Every leaf left on record has expired two hours on; the archived ones may not have.
+    let later = now + 2 * HOUR;
+    let max_ttl = support::settings(KeyType::EcP256).ttl.max().duration();
+    let refused = ca.ca().retire(false, later);
+    let Err(Error::TooEarly {
+        allowed_at, why, ..
+    }) = &refused
+    else {
+        panic!("expected TooEarly, got {refused:?}");
+    };
+    assert!(why.contains("archived"), "{why}");
+    assert!(
+        *allowed_at > now + max_ttl - HOUR && *allowed_at <= SystemTime::now() + max_ttl,
+        "allowed at {allowed_at:?}"
+    );
+    let step = ca.ca().next_step(later).expect("next").expect("a step");
+    assert_eq!(
+        (step.action, step.allowed_at),
+        (RotationAction::Retire, *allowed_at)
+    );
+    ca.ca()
+        .retire(false, *allowed_at + SECOND)
+        .expect("retire once the longest TTL has passed");
+}
+
+fn sealed_segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("audit-"))
+        })
+        .collect();
+    out.sort();
+    out
 }

@@ -25,7 +25,7 @@ use x509_cert::ext::pkix::{
     SubjectAltName, SubjectKeyIdentifier,
 };
 
-use writ_ca::store::SledStore;
+use writ_ca::store::{SledStore, StoreOptions};
 use writ_ca::{
     AuthMethod, Authority, CaSettings, Caller, Issuance, KeyType, OverMax, PrivateKey, SanMode,
     SpiffeId, TrustDomain, build_csr,
@@ -56,20 +56,32 @@ pub struct TestCa {
     pub authority: Option<Authority>,
     settings: CaSettings,
     dir: tempfile::TempDir,
+    store_options: StoreOptions,
 }
 
 impl TestCa {
     /// Creates a CA with `settings` in a fresh directory.
     pub fn create(settings: CaSettings) -> Self {
+        Self::create_with(settings, StoreOptions::default())
+    }
+
+    /// Like [`Self::create`], with the store's options (small journal segments, say).
+    pub fn create_with(settings: CaSettings, store_options: StoreOptions) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut ca = Self {
             authority: None,
             settings,
             dir,
+            store_options,
         };
         let created = ca.open();
         assert!(created, "a fresh store must create a CA");
         ca
+    }
+
+    /// The directory the store lives in (`db` and the journal beside it).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The open CA.
@@ -111,7 +123,7 @@ impl TestCa {
         // reopen waits a little for the lock rather than failing at once.
         let mut attempts = 0;
         loop {
-            match SledStore::open(&path) {
+            match SledStore::open_with(&path, self.store_options) {
                 Ok(store) => break store,
                 Err(e) if attempts < 100 && e.to_string().contains("lock") => {
                     attempts += 1;
