@@ -59,6 +59,20 @@ struct Tail {
     serials: RecentSerials,
 }
 
+impl Tail {
+    /// The head of an empty journal.
+    fn new() -> Self {
+        Tail {
+            next_seq: 1,
+            prev_hash: GENESIS.to_owned(),
+            pending: Vec::new(),
+            appended: 0,
+            issued: 0,
+            serials: RecentSerials::default(),
+        }
+    }
+}
+
 /// What the flushing writer owns.
 struct Commit {
     /// Every record up to this sequence number is on disk.
@@ -197,32 +211,50 @@ impl Journal {
     /// [`Journal::open_segmented`] with the default segment size.
     #[cfg(test)]
     pub(crate) fn open(path: &Path, each: &mut dyn FnMut(&Scanned<'_>)) -> Result<Self, Error> {
-        Self::open_segmented(path, DEFAULT_SEGMENT_BYTES, each)
+        Self::open_segmented(path, DEFAULT_SEGMENT_BYTES, None, each)
     }
 
     /// Opens (or creates, mode 0600) the journal whose live file is `path`: reads its
     /// sealed segments and then the live file through to find the chain's head, passing
     /// each readable record to `each`, and cuts off a torn last line left by a crash. The
     /// live file is sealed once it holds `segment_bytes`.
+    ///
+    /// With `expired_by`, a sealed segment whose summary says every certificate in it
+    /// expired by then is not read: its records do not reach `each`, nor its serials the
+    /// recent-serial check; the chain's head and the issuance count come from the summary.
     pub(crate) fn open_segmented(
         path: &Path,
         segment_bytes: u64,
+        expired_by: Option<u64>,
         each: &mut dyn FnMut(&Scanned<'_>),
     ) -> Result<Self, Error> {
         let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
-        let mut tail = Tail {
-            next_seq: 1,
-            prev_hash: GENESIS.to_owned(),
-            pending: Vec::new(),
-            appended: 0,
-            issued: 0,
-            serials: RecentSerials::default(),
-        };
+        let mut tail = Tail::new();
         let mut newest = Vec::new();
         let sealed = segment::list(path)?;
         for segment in &sealed {
+            let summary = segment::read_summary(&segment.path);
+            if let (Some(summary), Some(cutoff)) = (&summary, expired_by)
+                && summary.max_not_after <= cutoff
+                && summary.last_seq >= tail.appended
+            {
+                tail.issued += summary.issued;
+                tail.next_seq = summary.last_seq + 1;
+                tail.appended = summary.last_seq;
+                tail.prev_hash.clone_from(&summary.last_hash);
+                // Its last record was read when the summary was made.
+                newest.clear();
+                continue;
+            }
+            let issued_before = tail.issued;
             let file = File::open(&segment.path).map_err(storage(&segment.path))?;
-            scan(file, &mut tail, &mut newest, each).map_err(storage(&segment.path))?;
+            let read = scan(file, &mut tail, &mut newest, each).map_err(storage(&segment.path))?;
+            if summary.is_none() {
+                let summary = read.summary(&tail, issued_before);
+                if let Err(e) = segment::write_summary(&segment.path, &summary) {
+                    tracing::warn!(segment = %segment.path.display(), error = %e, "could not write the segment's summary; it is read in full at each start");
+                }
+            }
         }
         let sealed_head = tail.appended;
         let mut file = OpenOptions::new()
@@ -232,8 +264,8 @@ impl Journal {
             .mode(0o600)
             .open(path)
             .map_err(io)?;
-        let (len, live_first) = scan(&mut file, &mut tail, &mut newest, each).map_err(io)?;
-        let live_first = live_first.unwrap_or(sealed_head + 1);
+        let read = scan(&mut file, &mut tail, &mut newest, each).map_err(io)?;
+        let (len, live_first) = (read.len, read.first.unwrap_or(sealed_head + 1));
         let oldest = sealed.first().map_or(path, |s| s.path.as_path());
         let archived_before = match first_record(oldest)? {
             Some(r) if r.seq > 1 => Some(r.time),
@@ -375,9 +407,15 @@ impl Journal {
         match segment::seal(&self.path, commit.live_first) {
             Ok(fresh) => {
                 *file = fresh;
+                let sealed = segment::sealed_path(&self.path, commit.live_first);
                 commit.len = 0;
                 commit.live_first = commit.durable + 1;
                 commit.seal_at = self.segment_bytes;
+                // Reading a whole segment takes a while: not on the commit path. Should the
+                // thread not run, the next open writes the summary.
+                let _ = std::thread::Builder::new()
+                    .name("journal-summary".into())
+                    .spawn(move || summarize(&sealed));
             }
             Err(e) => {
                 // Retried after another eighth of a segment, not on every flush.
@@ -480,26 +518,64 @@ fn storage(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Storage(format!("{}: {e}", path.display()))
 }
 
+/// Reads the sealed segment at `path` through and writes its summary.
+fn summarize(path: &Path) {
+    let result = File::open(path).and_then(|file| {
+        let mut tail = Tail::new();
+        let read = scan(file, &mut tail, &mut Vec::new(), &mut |_| {})?;
+        segment::write_summary(path, &read.summary(&tail, 0))
+    });
+    if let Err(e) = result {
+        tracing::warn!(segment = %path.display(), error = %e, "could not summarise the sealed segment; the next start reads it in full");
+    }
+}
+
+/// What reading one journal file found.
+struct FileRead {
+    /// Length of its complete lines.
+    len: u64,
+    /// The first record's sequence number.
+    first: Option<u64>,
+    /// The latest notAfter among its issuance records (0 when none).
+    max_not_after: u64,
+}
+
+impl FileRead {
+    /// The summary of a sealed segment just read, `tail` being the head after it and
+    /// `issued_before` the issuance count before it.
+    fn summary(&self, tail: &Tail, issued_before: u64) -> segment::Summary {
+        segment::Summary {
+            bytes: self.len,
+            last_seq: tail.appended,
+            last_hash: tail.prev_hash.clone(),
+            issued: tail.issued - issued_before,
+            max_not_after: self.max_not_after,
+        }
+    }
+}
+
 /// Reads one journal file through at open: each complete line's record goes to `each` and
-/// moves the chain's head in `tail`; `newest` ends as the last complete line. Returns the
-/// length of the complete lines and the first record's sequence number.
+/// moves the chain's head in `tail`; `newest` ends as the last complete line.
 fn scan(
     file: impl std::io::Read,
     tail: &mut Tail,
     newest: &mut Vec<u8>,
     each: &mut dyn FnMut(&Scanned<'_>),
-) -> std::io::Result<(u64, Option<u64>)> {
-    let mut len = 0u64;
-    let mut first = None;
+) -> std::io::Result<FileRead> {
+    let mut read = FileRead {
+        len: 0,
+        first: None,
+        max_not_after: 0,
+    };
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
         if n == 0 || line.last() != Some(&b'\n') {
-            return Ok((len, first));
+            return Ok(read);
         }
-        len += n as u64;
+        read.len += n as u64;
         let full;
         let scanned = match serde_json::from_slice::<Scanned<'_>>(&line) {
             Ok(r) => Some(r),
@@ -515,8 +591,11 @@ fn scan(
                 if let Some(serial) = &r.event.serial {
                     tail.serials.insert(serial);
                 }
+                if let Some(not_after) = r.event.not_after {
+                    read.max_not_after = read.max_not_after.max(not_after);
+                }
             }
-            first.get_or_insert(r.seq);
+            read.first.get_or_insert(r.seq);
             tail.next_seq = r.seq + 1;
             tail.appended = r.seq;
             tail.prev_hash = r.hash.into_owned();

@@ -6,11 +6,20 @@
 //! so it can be copied, shipped or moved away whole; the hash chain runs on across the
 //! boundary (the live file's first record links to the sealed one's last), so the
 //! segments concatenated in order are exactly the log `writ audit export` prints.
+//!
+//! Each sealed segment gets a summary beside it (`audit-<first seq>.summary`, written
+//! off the commit path after sealing, or at the next open): its length, last record,
+//! issuance count and latest certificate expiry. Opening the journal skips a segment
+//! whose certificates have all expired, so start-up reads what may still matter — the
+//! live file and recent segments — not all of history. Summaries are derived data: a
+//! missing, damaged or stale one only means the segment is read in full.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
@@ -24,6 +33,51 @@ pub(crate) struct Sealed {
     pub first_seq: u64,
     /// The file, beside the live journal.
     pub path: PathBuf,
+}
+
+/// What opening the journal needs of a sealed segment it does not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Summary {
+    /// The segment's length: a summary of a different file is ignored.
+    pub bytes: u64,
+    /// The last record's sequence number and hash: the chain's head after it.
+    pub last_seq: u64,
+    /// See `last_seq`.
+    pub last_hash: String,
+    /// Issuance records carrying certificate facts.
+    pub issued: u64,
+    /// The latest notAfter among them (0 when none).
+    pub max_not_after: u64,
+}
+
+/// Where the summary of the segment at `sealed` lives.
+pub(crate) fn summary_path(sealed: &Path) -> PathBuf {
+    sealed.with_extension("summary")
+}
+
+/// The summary of `sealed`, if one exists, parses and matches the file's length.
+pub(crate) fn read_summary(sealed: &Path) -> Option<Summary> {
+    let text = std::fs::read(summary_path(sealed)).ok()?;
+    let summary: Summary = serde_json::from_slice(&text).ok()?;
+    let len = std::fs::metadata(sealed).ok()?.len();
+    (summary.bytes == len && summary.last_seq > 0).then_some(summary)
+}
+
+/// Writes the summary of `sealed` (mode 0600, replaced atomically). Not synced: a summary
+/// lost in a crash is rebuilt by reading the segment.
+pub(crate) fn write_summary(sealed: &Path, summary: &Summary) -> std::io::Result<()> {
+    let path = summary_path(sealed);
+    let tmp = path.with_extension("summary.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut file, &serde_json::to_vec(summary)?)?;
+    drop(file);
+    std::fs::rename(&tmp, &path)
 }
 
 /// The file name prefix and suffix of `live`'s sealed segments (`audit-`, `.jsonl`).
@@ -203,6 +257,32 @@ mod tests {
             sealed_path(&live, 17).file_name().unwrap(),
             "audit-00000000000000000017.jsonl"
         );
+    }
+
+    #[test]
+    fn a_summary_counts_only_for_the_file_it_describes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealed = sealed_path(&dir.path().join("audit.jsonl"), 1);
+        std::fs::write(&sealed, b"0123456789").unwrap();
+        assert_eq!(read_summary(&sealed), None);
+        let summary = Summary {
+            bytes: 10,
+            last_seq: 3,
+            last_hash: "ab".into(),
+            issued: 2,
+            max_not_after: 99,
+        };
+        write_summary(&sealed, &summary).unwrap();
+        assert_eq!(read_summary(&sealed), Some(summary.clone()));
+        assert_eq!(
+            summary_path(&sealed).file_name().unwrap(),
+            "audit-00000000000000000001.summary"
+        );
+        // The segment changed (restored from elsewhere, say): the summary no longer holds.
+        std::fs::write(&sealed, b"01234567890").unwrap();
+        assert_eq!(read_summary(&sealed), None);
+        std::fs::write(summary_path(&sealed), b"{\"bytes\":").unwrap();
+        assert_eq!(read_summary(&sealed), None);
     }
 
     #[test]

@@ -250,7 +250,9 @@ impl SledStore {
         let now = now_unix().saturating_sub(3600);
         let mut live = LiveIndex::default();
         let segment = options.journal_segment_bytes;
-        let journal = Journal::open_segmented(&journal_path, segment, &mut |r| {
+        // Segments whose certificates all expired before `now` hold nothing the live index
+        // keeps: start-up skips them.
+        let journal = Journal::open_segmented(&journal_path, segment, Some(now), &mut |r| {
             if let Some((not_after, generation, auth)) = r.issued_leaf()
                 && not_after > now
             {

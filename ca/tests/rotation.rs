@@ -750,8 +750,8 @@ fn sealed_segments(dir: &Path) -> Vec<std::path::PathBuf> {
         .expect("list")
         .map(|e| e.expect("entry").path())
         .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("audit-"))
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("audit-") && name.ends_with(".jsonl")
         })
         .collect();
     out.sort();

@@ -199,7 +199,7 @@ fn sealed_segments_read_as_one_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     {
-        let j = Journal::open_segmented(&path, 2048, &mut |_| {}).unwrap();
+        let j = Journal::open_segmented(&path, 2048, None, &mut |_| {}).unwrap();
         for i in 0..100u64 {
             let s = format!("{i:04x}");
             j.append(issue(&s), Some(&s), i).unwrap();
@@ -239,7 +239,7 @@ fn sealed_segments_read_as_one_chain() {
     assert_eq!(crate::audit::verify(lines).unwrap().records, 100);
 
     let mut seqs = Vec::new();
-    let j = Journal::open_segmented(&path, 2048, &mut |r| seqs.push(r.seq)).unwrap();
+    let j = Journal::open_segmented(&path, 2048, None, &mut |r| seqs.push(r.seq)).unwrap();
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
     assert_eq!(j.issued(), 100);
     assert!(matches!(
@@ -262,7 +262,7 @@ fn sealed_segments_read_as_one_chain() {
 
     // An operator archives the oldest segment: what remains still opens and chains on.
     std::fs::remove_file(&sealed[0].path).unwrap();
-    let j = Journal::open_segmented(&path, 2048, &mut |_| {}).unwrap();
+    let j = Journal::open_segmented(&path, 2048, None, &mut |_| {}).unwrap();
     let next = j
         .append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 2)
         .unwrap();
@@ -349,4 +349,76 @@ fn recent_serials_forget_only_beyond_two_halves() {
     assert!(!s.contains(&format!("{:016x}", 0)));
     assert!(s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
     assert!(s.contains("ff"));
+}
+
+/// Issuance with facts expiring at `not_after`.
+fn leaf(serial: &str, not_after: u64) -> AuditEvent {
+    let mut e = issue(serial);
+    (e.not_after, e.generation) = (Some(not_after), Some(1));
+    e
+}
+
+/// A sealed segment whose certificates all expired is summarised and skipped at open:
+/// its records reach no callback, yet the head, the count and the chain are whole; a
+/// damaged summary only means the segment is read again.
+#[test]
+fn segments_whose_certificates_expired_are_skipped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    {
+        let j = Journal::open_segmented(&path, 2048, None, &mut |_| {}).unwrap();
+        for i in 0..60u64 {
+            // The first forty expired long ago; the last twenty are valid.
+            let not_after = if i < 40 { 100 } else { 10_000 };
+            let s = format!("{i:04x}");
+            j.append(leaf(&s, not_after), Some(&s), i).unwrap();
+            j.sync().unwrap();
+        }
+    }
+    let sealed = segment::list(&path).unwrap();
+    assert!(sealed.len() >= 4, "{} segments", sealed.len());
+    // The first open after sealing makes sure every segment has its summary.
+    drop(Journal::open_segmented(&path, 2048, Some(1_000), &mut |_| {}).unwrap());
+    for s in &sealed {
+        let summary = segment::read_summary(&s.path).expect("summary");
+        assert!(summary.last_seq >= s.first_seq);
+    }
+
+    let mut seen = Vec::new();
+    let j = Journal::open_segmented(&path, 2048, Some(1_000), &mut |r| seen.push(r.seq)).unwrap();
+    assert!(
+        !seen.is_empty() && seen[0] > 1 && seen[0] <= 41,
+        "expired segments were read: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&60));
+    assert!(
+        seen.contains(&41),
+        "a segment with a valid certificate is read"
+    );
+    assert_eq!(j.issued(), 60);
+    let next = j
+        .append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 2)
+        .unwrap();
+    assert_eq!(next.seq, 61);
+    let head = crate::audit::verify(records(&j)).unwrap();
+    assert_eq!((head.first_seq, head.records), (1, 61));
+    drop(j);
+
+    // Without a cut-off, or with a damaged summary, the segment is read.
+    let mut all = 0;
+    drop(Journal::open_segmented(&path, 2048, None, &mut |_| all += 1).unwrap());
+    assert_eq!(all, 61);
+    std::fs::write(segment::summary_path(&sealed[0].path), b"{").unwrap();
+    let mut first = None;
+    drop(
+        Journal::open_segmented(&path, 2048, Some(1_000), &mut |r| {
+            first.get_or_insert(r.seq);
+        })
+        .unwrap(),
+    );
+    assert_eq!(first, Some(1));
+    assert!(
+        segment::read_summary(&sealed[0].path).is_some(),
+        "the summary is rewritten"
+    );
 }
