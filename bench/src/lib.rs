@@ -7,6 +7,7 @@
 mod cpu;
 mod crypto;
 mod load;
+mod rotating;
 mod stats;
 pub mod watch;
 

@@ -10,6 +10,7 @@ use writ_ca::{CertInfo, KeyType, PrivateKey, SpiffeId, build_csr};
 use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{SignRequest, SignResponse};
 
+use crate::rotating::{RotatingCert, signing_key};
 use crate::stats::Samples;
 use crate::{BenchOptions, Error, Mode};
 
@@ -32,6 +33,14 @@ struct Job {
     csr: Vec<u8>,
     expect: SpiffeId,
     token: Option<String>,
+    /// Which of the pool's keys the CSR is for.
+    key: usize,
+}
+
+/// The requests and the keys their CSRs are for.
+struct Jobs {
+    jobs: Vec<Job>,
+    keys: Vec<Arc<dyn rustls::sign::SigningKey>>,
 }
 
 pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
@@ -40,7 +49,8 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
             "--concurrency and --connections must be at least 1".into(),
         ));
     }
-    let jobs = Arc::new(prepare_jobs(opts)?);
+    let Jobs { jobs, keys } = prepare_jobs(opts)?;
+    let (jobs, keys) = (Arc::new(jobs), Arc::new(keys));
     let trust = trust(opts)?;
     let mut clients = Vec::new();
     if opts.mode == Mode::Renew {
@@ -80,8 +90,24 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
     let mut workers = Vec::new();
     for w in 0..opts.concurrency {
         let client = clients.get(w % clients.len().max(1)).cloned();
+        // In handshake mode every worker is an agent of its own, presenting the
+        // certificate its last renewal returned.
+        let (tls, agent) = match (opts.mode, &opts.identity) {
+            (Mode::Handshake, Some(identity)) => {
+                let agent = Arc::new(RotatingCert::new(
+                    &signing_key(&identity.key)?,
+                    &identity.chain,
+                ));
+                let mut config = (*tls).clone();
+                config.client_auth_cert_resolver = agent.clone();
+                (Arc::new(config), Some(agent))
+            }
+            _ => (tls.clone(), None),
+        };
         let ctx = Worker {
-            tls: tls.clone(),
+            tls,
+            agent,
+            keys: keys.clone(),
             mode: opts.mode,
             server: opts.server.clone(),
             jobs: jobs.clone(),
@@ -104,31 +130,35 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
     Ok(Outcome { samples, elapsed })
 }
 
-fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
+fn prepare_jobs(opts: &BenchOptions) -> Result<Jobs, Error> {
     // Keys and CSRs are made before the clock starts: the client's key generation and
     // signing are not what is measured.
     let key = PrivateKey::generate(opts.key_type)?;
-    match opts.mode {
+    let (jobs, keys) = match opts.mode {
         Mode::Renew | Mode::Handshake => {
             let identity = opts
                 .identity
                 .as_ref()
                 .ok_or_else(|| Error::Options("this mode needs a client identity".into()))?;
             let id = identity.spiffe_id().map_err(writ_agent::Error::from)?;
-            Ok(csr_pool(&key, opts.key_type, &id)?
+            let (pool, keys) = csr_pool(key, opts.key_type, &id)?;
+            let jobs = pool
                 .into_iter()
-                .map(|csr| Job {
+                .map(|(csr, key)| Job {
                     csr,
                     expect: id.clone(),
                     token: None,
+                    key,
                 })
-                .collect())
+                .collect();
+            (jobs, keys)
         }
         Mode::Bootstrap => {
             if opts.tokens.is_empty() {
                 return Err(Error::Options("bootstrap mode needs tokens".into()));
             }
-            opts.tokens
+            let jobs = opts
+                .tokens
                 .iter()
                 .map(|t| {
                     let claims = writ_bootstrap_claims(t)?;
@@ -136,24 +166,45 @@ fn prepare_jobs(opts: &BenchOptions) -> Result<Vec<Job>, Error> {
                         csr: build_csr(&key, &claims, &[])?,
                         expect: claims,
                         token: Some(t.clone()),
+                        key: 0,
                     })
                 })
-                .collect()
+                .collect::<Result<_, Error>>()?;
+            (jobs, vec![key])
         }
-    }
+    };
+    let keys = match opts.mode {
+        Mode::Handshake => keys.iter().map(signing_key).collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok(Jobs { jobs, keys })
 }
 
-/// Distinct CSRs for `id`: [`EC_CSRS`] signed with `key`, or for RSA [`RSA_CSRS`], each
-/// with its own key (the first is `key`).
-fn csr_pool(key: &PrivateKey, key_type: KeyType, id: &SpiffeId) -> Result<Vec<Vec<u8>>, Error> {
+/// Distinct CSRs for `id`, each with the index of its key in the returned keys:
+/// [`EC_CSRS`] signed with `key`, or for RSA [`RSA_CSRS`], each with its own key (the
+/// first is `key`).
+#[allow(clippy::type_complexity)]
+fn csr_pool(
+    key: PrivateKey,
+    key_type: KeyType,
+    id: &SpiffeId,
+) -> Result<(Vec<(Vec<u8>, usize)>, Vec<PrivateKey>), Error> {
     if !key_type.is_rsa() {
-        return (0..EC_CSRS).map(|_| Ok(build_csr(key, id, &[])?)).collect();
+        let pool = (0..EC_CSRS)
+            .map(|_| Ok((build_csr(&key, id, &[])?, 0)))
+            .collect::<Result<_, Error>>()?;
+        return Ok((pool, vec![key]));
     }
-    let mut pool = vec![build_csr(key, id, &[])?];
+    let mut keys = vec![key];
     for _ in 1..RSA_CSRS {
-        pool.push(build_csr(&PrivateKey::generate(key_type)?, id, &[])?);
+        keys.push(PrivateKey::generate(key_type)?);
     }
-    Ok(pool)
+    let pool = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Ok((build_csr(k, id, &[])?, i)))
+        .collect::<Result<_, Error>>()?;
+    Ok((pool, keys))
 }
 
 /// The SPIFFE ID a token grants, read from its payload (the server verifies it).
@@ -187,6 +238,10 @@ fn trust(opts: &BenchOptions) -> Result<ServerTrust, Error> {
 
 struct Worker {
     tls: Arc<rustls::ClientConfig>,
+    /// Handshake mode: the certificate this simulated agent presents.
+    agent: Option<Arc<RotatingCert>>,
+    /// Handshake mode: the keys of the CSRs, for presenting what they were issued.
+    keys: Arc<Vec<Arc<dyn rustls::sign::SigningKey>>>,
     mode: Mode,
     server: String,
     jobs: Arc<Vec<Job>>,
@@ -217,9 +272,12 @@ impl Worker {
                 },
             };
             match result {
-                Ok(()) => {
+                Ok(chain) => {
                     samples.ok(started.elapsed());
                     self.done.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(agent), Some(key)) = (&self.agent, self.keys.get(job.key)) {
+                        agent.replace(key, &chain);
+                    }
                 }
                 Err(kind) => samples.error(kind),
             }
@@ -228,7 +286,8 @@ impl Worker {
     }
 }
 
-async fn sign(mut client: CaClient<Channel>, job: &Job) -> Result<(), String> {
+/// Sends `job` and returns the checked chain.
+async fn sign(mut client: CaClient<Channel>, job: &Job) -> Result<Vec<Vec<u8>>, String> {
     let mut req = tonic::Request::new(SignRequest {
         csr: job.csr.clone(),
         ttl_seconds: 0,
@@ -247,10 +306,10 @@ async fn sign(mut client: CaClient<Channel>, job: &Job) -> Result<(), String> {
 }
 
 /// A cheap check that the answer is a certificate for the right identity.
-fn check(resp: SignResponse, expect: &SpiffeId) -> Result<(), String> {
+fn check(resp: SignResponse, expect: &SpiffeId) -> Result<Vec<Vec<u8>>, String> {
     let leaf = resp.chain.first().ok_or("invalid-response")?;
     match CertInfo::spiffe_id_of(leaf) {
-        Ok(id) if id == *expect => Ok(()),
+        Ok(id) if id == *expect => Ok(resp.chain),
         _ => Err("invalid-response".to_owned()),
     }
 }
@@ -266,8 +325,8 @@ mod tests {
         let id = SpiffeId::parse("spiffe://bench.invalid/w").unwrap();
         for kind in [KeyType::EcP256, KeyType::EcP384] {
             let key = PrivateKey::generate(kind).unwrap();
-            let pool = csr_pool(&key, kind, &id).unwrap();
-            assert_eq!(pool.len(), EC_CSRS);
+            let (pool, keys) = csr_pool(key, kind, &id).unwrap();
+            assert_eq!((pool.len(), keys.len()), (EC_CSRS, 1));
             assert_eq!(pool.iter().collect::<HashSet<_>>().len(), EC_CSRS, "{kind}");
         }
     }

@@ -463,7 +463,29 @@ impl Authority {
     /// trust domain proves the same path in the current one; any other trust domain is
     /// refused.
     pub fn verify_client(&self, chain: &[Vec<u8>], now: SystemTime) -> Result<VerifiedPeer, Error> {
-        let mut peer = verify_chain(chain, &self.bundle().roots, now, Usage::Client)?;
+        // A chain through one of this CA's current, unexpired intermediates (every agent's
+        // renewal) needs only the leaf's signature checked: the intermediate's link to its
+        // root was checked when the CA made or imported it. Anything else takes the whole
+        // path from the bundle's roots.
+        let known = {
+            let state = self.read();
+            chain.get(1).and_then(|presented| {
+                state
+                    .generations
+                    .iter()
+                    // An imported root may carry name constraints the intermediate does
+                    // not: those generations take the whole path.
+                    .filter(|g| g.state != GenerationState::Retired && !g.imported)
+                    .find(|g| g.intermediate.der == *presented && g.intermediate.not_after > now)
+                    .map(|g| g.intermediate.der.clone())
+            })
+        };
+        let mut peer = match known {
+            Some(issuer) => {
+                crate::verify::verify_issued_by(&chain[0], &issuer, now, Usage::Client)?
+            }
+            None => verify_chain(chain, &self.bundle().roots, now, Usage::Client)?,
+        };
         let td = &self.settings.trust_domain;
         if !peer.id.is_member_of(td) {
             if !self

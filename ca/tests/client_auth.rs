@@ -1,0 +1,82 @@
+//! Renewal authentication (`Authority::verify_client`): a chain through one of the CA's
+//! own current intermediates is checked by the leaf's signature alone, and that shortcut
+//! must refuse everything the whole path refuses — a stranger's leaf presented with this
+//! CA's (public) intermediate, a tampered leaf, an expired one, one under a retired root.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use writ_ca::{Error, KeyType, PrivateKey};
+
+use support::TestCa;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn refused(result: Result<writ_ca::VerifiedPeer, Error>, why: &str) {
+    match result {
+        Err(Error::BadCertificate(_)) => {}
+        other => panic!("{why}: expected BadCertificate, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_intermediate_shortcut_refuses_what_the_whole_path_refuses() {
+    for kind in [KeyType::EcP256, KeyType::Rsa2048] {
+        let ca = TestCa::create(support::settings(kind));
+        let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+        let ours = support::issue(ca.ca(), &key, HOUR).issuance.chain;
+        let now = SystemTime::now();
+        let peer = ca.ca().verify_client(&ours, now).expect("our own leaf");
+        assert_eq!(peer.id.to_string(), support::ID);
+        // Extra certificates after the intermediate change nothing.
+        let mut longer = ours.clone();
+        longer.push(b"not a certificate".to_vec());
+        ca.ca().verify_client(&longer, now).expect("with extras");
+
+        // A leaf from another CA with the same trust domain and names, presented with
+        // this CA's intermediate, which anyone can copy from a chain.
+        let other = TestCa::create(support::settings(kind));
+        let theirs = support::issue(other.ca(), &key, HOUR).issuance.chain;
+        refused(
+            ca.ca()
+                .verify_client(&[theirs[0].clone(), ours[1].clone()], now),
+            "a stranger's leaf",
+        );
+        refused(ca.ca().verify_client(&theirs, now), "a stranger's chain");
+
+        // A byte of our leaf's signature changed.
+        let mut tampered = ours.clone();
+        let last = tampered[0].len() - 1;
+        tampered[0][last] ^= 1;
+        refused(ca.ca().verify_client(&tampered, now), "a tampered leaf");
+
+        // Expired.
+        refused(
+            ca.ca().verify_client(&ours, now + 2 * HOUR),
+            "an expired leaf",
+        );
+    }
+}
+
+#[test]
+fn a_leaf_under_a_retired_root_is_refused() {
+    let ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let old = support::issue(ca.ca(), &key, HOUR).issuance.chain;
+    let now = SystemTime::now();
+    ca.ca().prepare(None, now).expect("prepare");
+    ca.ca().activate(true, now).expect("activate");
+    ca.ca()
+        .verify_client(&old, now)
+        .expect("the previous root is still in the bundle");
+    let new = support::issue(ca.ca(), &key, HOUR).issuance.chain;
+    ca.ca().retire(true, now).expect("retire");
+    refused(
+        ca.ca().verify_client(&old, now),
+        "a leaf under a retired root",
+    );
+    ca.ca()
+        .verify_client(&new, now)
+        .expect("the new generation's leaf");
+}
