@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, assert_success, writ};
+use common::{Server, assert_success, http_get, writ};
 
 fn issued_total(server: &Server) -> u64 {
     server.admin_json(&["certs", "list"])["total"]
@@ -50,6 +50,71 @@ fn check_signing_report(server: &Server, r: &serde_json::Value, logged_before: u
     assert!(r["client_cpu_us_per_cert"].as_f64().unwrap() > 0.0, "{r}");
     // A certificate counted is a certificate issued.
     assert!(issued_total(server) >= logged_before + certs, "{r}");
+}
+
+/// `writ_server_client_cert_checks_total{result=...}` now.
+fn cert_checks(server: &Server, result: &str) -> u64 {
+    let (_, page) = http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
+    let prefix = format!("writ_server_client_cert_checks_total{{result=\"{result}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Handshake mode is a fleet of distinct agents: each connection presents the certificate
+/// the worker's previous renewal returned, so the server verifies a new chain nearly every
+/// time; renew mode's long-lived connections present one chain, verified once.
+#[test]
+fn handshake_mode_presents_a_new_certificate_on_every_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let verified = cert_checks(&server, "verified");
+    let cached = cert_checks(&server, "cached");
+    let r = bench(
+        &server,
+        &[
+            "--mode",
+            "handshake",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+        ],
+    );
+    let certs = r["certificates"].as_u64().unwrap();
+    assert!(certs >= 4, "{r}");
+    let newly_verified = cert_checks(&server, "verified") - verified;
+    // Only the workers' first connections share the bench's initial identity.
+    assert!(
+        newly_verified + 2 >= certs,
+        "{newly_verified} chains verified for {certs} connections"
+    );
+    assert!(cert_checks(&server, "cached") - cached <= 2);
+    assert_eq!(cert_checks(&server, "refused"), 0);
+
+    let verified = cert_checks(&server, "verified");
+    let cached = cert_checks(&server, "cached");
+    let r = bench(
+        &server,
+        &[
+            "--mode",
+            "renew",
+            "--connections",
+            "1",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+        ],
+    );
+    let certs = r["certificates"].as_u64().unwrap();
+    let newly_verified = cert_checks(&server, "verified") - verified;
+    // The first requests in flight may each verify the chain before one remembers it.
+    assert!(newly_verified <= 2, "{newly_verified}");
+    assert!(newly_verified + cert_checks(&server, "cached") - cached >= certs);
 }
 
 #[test]

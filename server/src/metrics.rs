@@ -40,6 +40,27 @@ const FLUSH_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5,
 ];
 
+/// What became of a client certificate chain presented for renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CertCheck {
+    /// Verified earlier (on this connection or another) and remembered.
+    Cached = 0,
+    /// Verified now.
+    Verified = 1,
+    /// Refused.
+    Refused = 2,
+}
+
+impl CertCheck {
+    fn as_str(self) -> &'static str {
+        match self {
+            CertCheck::Cached => "cached",
+            CertCheck::Verified => "verified",
+            CertCheck::Refused => "refused",
+        }
+    }
+}
+
 /// The label for a caller whose credential could not even be classified.
 const METHOD_NONE: &str = "none";
 
@@ -50,6 +71,9 @@ pub(crate) struct ServerMetrics {
     certs_issued: Family<Labels, Counter>,
     token_exchanges: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
+    client_cert_checks: Family<Labels, Counter>,
+    /// The three `client_cert_checks` counters, kept so a renewal does not build labels.
+    client_cert_counters: [Counter; 3],
     bundle_watchers: Gauge,
     commit_flushes: Family<Labels, Counter>,
     commit_batch: Histogram,
@@ -63,7 +87,7 @@ pub(crate) struct ServerMetrics {
 impl ServerMetrics {
     /// Creates the families and registers them.
     pub(crate) fn new() -> Self {
-        let m = ServerMetrics {
+        let mut m = ServerMetrics {
             sign_requests: Family::default(),
             sign_duration: Family::new_with_constructor(|| {
                 Histogram::new(SIGN_BUCKETS.iter().copied())
@@ -71,6 +95,8 @@ impl ServerMetrics {
             certs_issued: Family::default(),
             token_exchanges: Family::default(),
             auth_failures: Family::default(),
+            client_cert_checks: Family::default(),
+            client_cert_counters: Default::default(),
             bundle_watchers: Gauge::default(),
             commit_flushes: Family::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS.iter().copied()),
@@ -80,6 +106,12 @@ impl ServerMetrics {
             ready: Gauge::default(),
             registry: std::sync::Mutex::new(None),
         };
+        m.client_cert_counters =
+            [CertCheck::Cached, CertCheck::Verified, CertCheck::Refused].map(|c| {
+                m.client_cert_checks
+                    .get_or_create(&vec![("result", c.as_str().to_owned())])
+                    .clone()
+            });
         let mut r = Registry::default();
         r.register(
             "writ_server_sign_requests",
@@ -106,6 +138,11 @@ impl ServerMetrics {
             "writ_server_authentication_failures",
             "Sign requests refused as UNAUTHENTICATED, by the method presented",
             m.auth_failures.clone(),
+        );
+        r.register(
+            "writ_server_client_cert_checks",
+            "Client certificate chains presented to the Ca service, by result: cached (verified earlier on any connection), verified, refused",
+            m.client_cert_checks.clone(),
         );
         r.register(
             "writ_server_bundle_watchers",
@@ -200,6 +237,11 @@ impl ServerMetrics {
     pub(crate) fn watcher(self: &Arc<Self>) -> WatcherGuard {
         self.bundle_watchers.inc();
         WatcherGuard(self.clone())
+    }
+
+    /// Counts one client certificate chain checked.
+    pub(crate) fn client_cert(&self, check: CertCheck) {
+        self.client_cert_counters[check as usize].inc();
     }
 
     /// Records one commit-thread flush of `records` issuance records that took `took`.

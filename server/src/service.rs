@@ -16,6 +16,7 @@ use writ_proto::v1::{self, ca_server::Ca};
 
 use crate::convert;
 use crate::error::{bootstrap_status, ca_status};
+use crate::metrics::CertCheck;
 use crate::state::Shared;
 
 /// The public CA service.
@@ -58,6 +59,7 @@ impl Shared {
         let now = SystemTime::now();
         let sequence = self.authority.bundle_sequence();
         if let Some(known) = self.peers.get(&certs[0], sequence, now) {
+            self.metrics.client_cert(CertCheck::Cached);
             return Ok(Credential::Proven(Caller {
                 id: known.id,
                 dns_allowed: known.dns_names,
@@ -65,10 +67,11 @@ impl Shared {
             }));
         }
         let chain: Vec<Vec<u8>> = certs.iter().map(|c| c.to_vec()).collect();
-        let peer = self
-            .authority
-            .verify_client(&chain, now)
-            .map_err(ca_status)?;
+        let peer = self.authority.verify_client(&chain, now).map_err(|e| {
+            self.metrics.client_cert(CertCheck::Refused);
+            ca_status(e)
+        })?;
+        self.metrics.client_cert(CertCheck::Verified);
         self.peers.put(
             &chain[0],
             peer.id.clone(),
