@@ -98,7 +98,7 @@ pub fn client_config(
     trust: ServerTrust,
     identity: Option<&Identity>,
 ) -> Result<ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(writ_proto::tls::crypto_provider());
     let verifier = Arc::new(SpiffeServerVerifier {
         expected: trust
             .trust_domain()

@@ -5,9 +5,13 @@
 //! - [`admin`]: the admin API, served only on the local Unix socket.
 //! - [`workload`]: the SPIFFE Workload API (no proto package, as the standard requires).
 //! - [`istio`]: Istio's `IstioCertificateService`, served beside [`v1`] on the same port.
+//!
+//! Beside them, what every writ endpoint speaks the same way: the message codec
+//! ([`codec`]) and the TLS cipher-suite preference ([`tls`]).
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod tls;
 
 /// Generated code, nested as the proto packages are so cross-package paths resolve.
 pub mod writ {

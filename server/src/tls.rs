@@ -22,7 +22,7 @@ use crate::Error;
 
 /// The ring provider writ uses everywhere.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(writ_proto::tls::crypto_provider())
 }
 
 /// The serving certificate, replaceable while the server runs.
@@ -143,6 +143,9 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // The server's suite order (see `writ_proto::tls`) wins over the client's, so
+    // istio-agent, Envoy and OpenSSL clients get the cheaper handshake too.
+    config.ignore_client_order = true;
     // Agents hold one long-lived connection each and never resume: session tickets on
     // every handshake would be work and state for nothing, and writ wants every
     // connection to present its client certificate afresh.
