@@ -270,18 +270,47 @@ fn walk<I>(records: I, continuing: bool) -> Result<ChainHead, ChainBreak>
 where
     I: IntoIterator<Item = Result<AuditRecord, String>>,
 {
-    let mut head = ChainHead {
-        first_seq: 0,
-        records: 0,
-        seq: 0,
-        hash: GENESIS.to_owned(),
-    };
-    for (i, r) in records.into_iter().enumerate() {
-        let r = r.map_err(|reason| ChainBreak::Unreadable {
-            position: i as u64 + 1,
+    let mut check = ChainCheck::new(continuing);
+    for r in records {
+        check.push(r)?;
+    }
+    Ok(check.finish())
+}
+
+/// [`verify`] one record at a time, for logs read through a callback: memory stays flat
+/// however long the log.
+#[derive(Debug)]
+pub struct ChainCheck {
+    head: ChainHead,
+    continuing: bool,
+    position: u64,
+}
+
+impl ChainCheck {
+    /// A check from record 1, or with `continuing` from wherever the log starts (as
+    /// [`verify_continuing`]).
+    pub fn new(continuing: bool) -> Self {
+        Self {
+            head: ChainHead {
+                first_seq: 0,
+                records: 0,
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
+            continuing,
+            position: 0,
+        }
+    }
+
+    /// Checks the next record (`Err(text)`: a line that failed to parse).
+    pub fn push(&mut self, record: Result<AuditRecord, String>) -> Result<(), ChainBreak> {
+        self.position += 1;
+        let r = record.map_err(|reason| ChainBreak::Unreadable {
+            position: self.position,
             reason,
         })?;
-        if continuing && head.records == 0 && r.seq > 1 {
+        let head = &mut self.head;
+        if self.continuing && head.records == 0 && r.seq > 1 {
             // The anchor: what preceded it is elsewhere.
             head.seq = r.seq - 1;
             head.hash.clone_from(&r.prev);
@@ -305,18 +334,19 @@ where
         if r.prev != head.hash {
             return Err(ChainBreak::Unlinked { seq: r.seq });
         }
-        head = ChainHead {
-            first_seq: if head.records == 0 {
-                r.seq
-            } else {
-                head.first_seq
-            },
-            records: head.records + 1,
-            seq: r.seq,
-            hash: r.hash,
-        };
+        if head.records == 0 {
+            head.first_seq = r.seq;
+        }
+        head.records += 1;
+        head.seq = r.seq;
+        head.hash = r.hash;
+        Ok(())
     }
-    Ok(head)
+
+    /// The head after every record pushed.
+    pub fn finish(self) -> ChainHead {
+        self.head
+    }
 }
 
 #[cfg(test)]

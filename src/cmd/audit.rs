@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use writ_ca::audit::{AuditRecord, ChainHead, verify, verify_continuing};
+use writ_ca::audit::{AuditRecord, ChainBreak, ChainCheck, ChainHead, verify};
 use writ_ca::store::{SledStore, Store};
 use writ_proto::admin::AuditListRequest;
 
@@ -173,7 +173,7 @@ async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<()> {
 /// socket instead.
 async fn from_data_dir(
     target: &AdminTarget,
-) -> anyhow::Result<(String, Result<ChainHead, writ_ca::audit::ChainBreak>)> {
+) -> anyhow::Result<(String, Result<ChainHead, ChainBreak>)> {
     let dir = match (&target.data_dir, &target.admin_socket) {
         (Some(d), _) => d.clone(),
         (None, Some(_)) => return Ok(("the admin socket".into(), through_socket(target).await?)),
@@ -188,13 +188,17 @@ async fn from_data_dir(
     }
     match SledStore::open(&db) {
         Ok(store) => {
-            let mut records = Vec::new();
-            // Collected first: the store's iterator is a callback, `verify` an iterator.
-            store.for_each_audit(0, &mut |r| {
-                records.push(r);
-                true
+            // Record by record: a long log is never held in memory.
+            let mut check = ChainCheck::new(true);
+            let mut broken = None;
+            store.for_each_audit(0, &mut |r| match check.push(r) {
+                Ok(()) => true,
+                Err(b) => {
+                    broken = Some(b);
+                    false
+                }
             })?;
-            Ok((db.display().to_string(), verify_continuing(records)))
+            Ok((db.display().to_string(), outcome(check, broken)))
         }
         Err(e) if e.to_string().contains("locked by another process") => {
             eprintln!(
@@ -207,11 +211,9 @@ async fn from_data_dir(
     }
 }
 
-async fn through_socket(
-    target: &AdminTarget,
-) -> anyhow::Result<Result<ChainHead, writ_ca::audit::ChainBreak>> {
+async fn through_socket(target: &AdminTarget) -> anyhow::Result<Result<ChainHead, ChainBreak>> {
     let mut admin = target.connect().await?;
-    let mut records = Vec::new();
+    let mut check = ChainCheck::new(true);
     let mut since = 1;
     loop {
         let r = admin
@@ -225,18 +227,28 @@ async fn through_socket(
             if let Ok(rec) = &parsed {
                 since = rec.seq + 1;
             }
-            records.push(parsed);
+            if let Err(b) = check.push(parsed) {
+                return Ok(Err(b));
+            }
         }
         if n < PAGE as usize {
             break;
         }
     }
-    Ok(verify_continuing(records))
+    Ok(Ok(check.finish()))
+}
+
+/// The verdict of a check that stopped at `broken`, or ran through.
+fn outcome(check: ChainCheck, broken: Option<ChainBreak>) -> Result<ChainHead, ChainBreak> {
+    match broken {
+        Some(b) => Err(b),
+        None => Ok(check.finish()),
+    }
 }
 
 fn report(
     source: &str,
-    result: Result<ChainHead, writ_ca::audit::ChainBreak>,
+    result: Result<ChainHead, ChainBreak>,
     format: Format,
 ) -> anyhow::Result<()> {
     match (result, format) {
