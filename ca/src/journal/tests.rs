@@ -422,3 +422,70 @@ fn segments_whose_certificates_expired_are_skipped_at_open() {
         "the summary is rewritten"
     );
 }
+
+#[test]
+fn the_leading_sequence_number_is_read_only_when_it_is_plain() {
+    assert_eq!(leading_seq(br#"{"seq":12,"time":1}"#), Some(12));
+    assert_eq!(leading_seq(br#"{"seq":0,"#), Some(0));
+    for odd in [
+        &br#"{"seq":,"time":1}"#[..],
+        br#"{"seq":12}"#,
+        br#"{"time":1,"seq":2,"#,
+        br#"{ "seq":3,"#,
+        br#"{"seq":-3,"#,
+        br#"{"seq":123456789012345678901,"#,
+        br#"{"seq":99999999999999999999,"#,
+        b"",
+    ] {
+        assert_eq!(leading_seq(odd), None, "{}", String::from_utf8_lossy(odd));
+    }
+}
+
+/// Reading from `since` passes exactly the records from `since` on, and an unreadable line
+/// only when the record before it is in range, whether earlier lines are skipped by their
+/// prefix or parsed.
+#[test]
+fn reading_from_a_sequence_number_passes_what_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let head = {
+        let j = Journal::open(&path, &mut |_| {}).unwrap();
+        let mut last = None;
+        for i in 0..3u64 {
+            last = Some(j.append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, i));
+        }
+        j.sync().unwrap();
+        last.unwrap().unwrap()
+    };
+    // Damage after record 3, then records 4 and 5 chained on as the CA would.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(b"{\"seq\":oops\n").unwrap();
+    let mut prev = head.hash;
+    for seq in 4..=5u64 {
+        let r = AuditRecord::chain(
+            seq,
+            seq,
+            AuditEvent::new(AuditAction::IdentityDeny, "uid:0"),
+            &prev,
+        );
+        prev.clone_from(&r.hash);
+        f.write_all(&serde_json::to_vec(&r).unwrap()).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    drop(f);
+    let j = Journal::open(&path, &mut |_| {}).unwrap();
+    let read = |since: u64| {
+        let mut out = Vec::new();
+        j.for_each(since, &mut |r| {
+            out.push(r.map(|r| r.seq).map_err(|_| ()));
+            true
+        })
+        .unwrap();
+        out
+    };
+    assert_eq!(read(0), [Ok(1), Ok(2), Ok(3), Err(()), Ok(4), Ok(5)]);
+    assert_eq!(read(3), [Ok(3), Err(()), Ok(4), Ok(5)]);
+    assert_eq!(read(4), [Err(()), Ok(4), Ok(5)]);
+    assert_eq!(read(5), [Ok(5)]);
+    assert_eq!(read(6), []);
+}
