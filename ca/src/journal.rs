@@ -256,7 +256,6 @@ impl Journal {
                 }
             }
         }
-        let sealed_head = tail.appended;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -265,12 +264,30 @@ impl Journal {
             .open(path)
             .map_err(io)?;
         let read = scan(&mut file, &mut tail, &mut newest, each).map_err(io)?;
-        let (len, live_first) = (read.len, read.first.unwrap_or(sealed_head + 1));
         let oldest = sealed.first().map_or(path, |s| s.path.as_path());
-        let archived_before = match first_record(oldest)? {
+        let mut archived_before = match first_record(oldest)? {
             Some(r) if r.seq > 1 => Some(r.time),
             _ => None,
         };
+        let head = match segment::read_head(path) {
+            // Records in the live file already say where the chain stands.
+            Err(e) if read.first.is_some() => {
+                tracing::warn!(error = %e, "ignoring the journal's damaged seal head");
+                None
+            }
+            other => other?,
+        };
+        if let Some(head) = head
+            && head.seq > tail.appended
+        {
+            // Sealed since everything present was written, and those segments moved away:
+            // the chain continues after them, not from record 1.
+            tail.next_seq = head.seq + 1;
+            tail.appended = head.seq;
+            tail.prev_hash = head.hash;
+            archived_before = Some(head.time);
+        }
+        let (len, live_first) = (read.len, read.first.unwrap_or(tail.appended + 1));
         // The newest complete line must be a whole record: appending after a damaged one
         // would hide the damage.
         let newest_unreadable = (!newest.is_empty())
@@ -382,7 +399,7 @@ impl Journal {
                     commit.durable = upto;
                     commit.len += bytes.len() as u64;
                     if commit.len >= commit.seal_at {
-                        self.seal(&mut commit, &mut file);
+                        self.seal(&mut commit, &mut file, &bytes);
                     }
                 }
                 Err(_) => {
@@ -401,10 +418,23 @@ impl Journal {
         }
     }
 
-    /// Seals the live file (just flushed, `file` its handle) as a segment; the records
-    /// are durable either way, so a failure only postpones sealing.
-    fn seal(&self, commit: &mut Commit, file: &mut File) {
-        match segment::seal(&self.path, commit.live_first) {
+    /// Seals the live file (just flushed with `flushed`, `file` its handle) as a segment;
+    /// the records are durable either way, so a failure only postpones sealing.
+    fn seal(&self, commit: &mut Commit, file: &mut File, flushed: &[u8]) {
+        let newest = flushed
+            .strip_suffix(b"\n")
+            .and_then(|b| b.rsplit(|c| *c == b'\n').next())
+            .and_then(|line| serde_json::from_slice::<AuditRecord>(line).ok());
+        let Some(newest) = newest else {
+            // Never so for lines this journal wrote; try again after the next flush.
+            return;
+        };
+        let head = segment::Head {
+            seq: newest.seq,
+            hash: newest.hash,
+            time: newest.time,
+        };
+        match segment::seal(&self.path, commit.live_first, &head) {
             Ok(fresh) => {
                 *file = fresh;
                 let sealed = segment::sealed_path(&self.path, commit.live_first);

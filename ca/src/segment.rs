@@ -80,6 +80,58 @@ pub(crate) fn write_summary(sealed: &Path, summary: &Summary) -> std::io::Result
     std::fs::rename(&tmp, &path)
 }
 
+/// The chain's head when the live file was last sealed: its newest record's sequence
+/// number, hash and time, kept beside the live file (`audit.head`).
+///
+/// Why: right after a seal the live file is empty, so a journal whose sealed segments were
+/// all moved away would otherwise look new and restart the chain at record 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Head {
+    /// The newest sealed record's sequence number.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// Its time, Unix seconds.
+    pub time: u64,
+}
+
+/// Where the head of `live`'s last seal is kept.
+pub(crate) fn head_path(live: &Path) -> PathBuf {
+    live.with_extension("head")
+}
+
+/// Records `head` durably (the directory is synced by the seal that follows).
+fn write_head(live: &Path, head: &Head) -> std::io::Result<()> {
+    let path = head_path(live);
+    let tmp = path.with_extension("head.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut file, &serde_json::to_vec(head)?)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)
+}
+
+/// The head of `live`'s last seal, if it was ever sealed.
+pub(crate) fn read_head(live: &Path) -> Result<Option<Head>, Error> {
+    let path = head_path(live);
+    match std::fs::read(&path) {
+        Ok(text) => serde_json::from_slice(&text).map(Some).map_err(|e| {
+            Error::Corrupt(format!(
+                "{} is unreadable ({e}); it records where the audit chain stood at the last seal",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Storage(format!("{}: {e}", path.display()))),
+    }
+}
+
 /// The file name prefix and suffix of `live`'s sealed segments (`audit-`, `.jsonl`).
 fn affixes(live: &Path) -> (String, String) {
     let stem = live.file_stem().unwrap_or_default().to_string_lossy();
@@ -134,10 +186,10 @@ pub(crate) fn list(live: &Path) -> Result<Vec<Sealed>, Error> {
     Ok(out)
 }
 
-/// Seals `live` as the segment starting at `first_seq` and opens a fresh, empty live
-/// file (mode 0600) for appending. On an error nothing has moved, and the caller keeps
-/// writing where it was.
-pub(crate) fn seal(live: &Path, first_seq: u64) -> Result<File, Error> {
+/// Seals `live`, whose newest record is `head`, as the segment starting at `first_seq`
+/// and opens a fresh, empty live file (mode 0600) for appending. On an error the live
+/// file has not moved, and the caller keeps writing where it was.
+pub(crate) fn seal(live: &Path, first_seq: u64, head: &Head) -> Result<File, Error> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         Error::Storage(format!("sealing the journal: {what} {}: {e}", p.display()))
     };
@@ -148,6 +200,8 @@ pub(crate) fn seal(live: &Path, first_seq: u64) -> Result<File, Error> {
             sealed.display()
         )));
     }
+    // First, so that a live file found empty always has a head to continue from.
+    write_head(live, head).map_err(|e| io("recording the head in", &head_path(live), e))?;
     std::fs::rename(live, &sealed).map_err(|e| io("renaming", live, e))?;
     let fresh = OpenOptions::new()
         .read(true)
@@ -290,7 +344,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("audit.jsonl");
         std::fs::write(&live, b"one\n").unwrap();
-        let fresh = seal(&live, 1).unwrap();
+        let head = Head {
+            seq: 1,
+            hash: "ab".into(),
+            time: 7,
+        };
+        let fresh = seal(&live, 1, &head).unwrap();
+        assert_eq!(read_head(&live).unwrap(), Some(head.clone()));
         assert_eq!(fresh.metadata().unwrap().len(), 0);
         assert_eq!(std::fs::read(sealed_path(&live, 1)).unwrap(), b"one\n");
         let mode = std::fs::metadata(&live).unwrap();
@@ -300,7 +360,7 @@ mod tests {
         );
         // A second seal at the same place would overwrite history: refused, nothing moved.
         std::fs::write(&live, b"two\n").unwrap();
-        let Err(Error::Storage(msg)) = seal(&live, 1) else {
+        let Err(Error::Storage(msg)) = seal(&live, 1, &head) else {
             panic!("sealed over an existing segment");
         };
         assert!(msg.contains("already exists"), "{msg}");

@@ -489,3 +489,72 @@ fn reading_from_a_sequence_number_passes_what_follows_it() {
     assert_eq!(read(5), [Ok(5)]);
     assert_eq!(read(6), []);
 }
+
+/// Right after a seal the live file is empty: with every sealed segment moved away, the
+/// journal continues the chain from the head recorded at the seal, not from record 1, and
+/// says that history was archived.
+#[test]
+fn with_every_segment_archived_the_chain_continues_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let newest = {
+        let j = Journal::open_segmented(&path, 2048, None, &mut |_| {}).unwrap();
+        let mut newest;
+        loop {
+            newest = j
+                .append(
+                    AuditEvent::new(AuditAction::IdentityDeny, "uid:0"),
+                    None,
+                    77,
+                )
+                .unwrap();
+            j.sync().unwrap();
+            if std::fs::metadata(&path).unwrap().len() == 0 {
+                break newest;
+            }
+        }
+    };
+    assert!(j_is_sealed(&path));
+    for s in segment::list(&path).unwrap() {
+        std::fs::remove_file(&s.path).unwrap();
+    }
+    let j = Journal::open_segmented(&path, 2048, None, &mut |_| {}).unwrap();
+    assert_eq!(j.archived_before(), Some(77));
+    let next = j
+        .append(
+            AuditEvent::new(AuditAction::IdentityDeny, "uid:0"),
+            None,
+            78,
+        )
+        .unwrap();
+    assert_eq!(next.seq, newest.seq + 1);
+    assert_eq!(next.prev, newest.hash);
+    let head = crate::audit::verify_continuing(records(&j)).unwrap();
+    assert_eq!((head.first_seq, head.records), (newest.seq + 1, 1));
+
+    // A damaged head does not matter while the live file says where the chain stands...
+    drop(j);
+    std::fs::write(segment::head_path(&path), b"{").unwrap();
+    let j = Journal::open_segmented(&path, 2048, None, &mut |_| {}).unwrap();
+    assert_eq!(
+        j.append(
+            AuditEvent::new(AuditAction::IdentityDeny, "uid:0"),
+            None,
+            79
+        )
+        .unwrap()
+        .seq,
+        next.seq + 1
+    );
+    drop(j);
+    // ...and is refused, not guessed at, when it alone could.
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(
+        Journal::open_segmented(&path, 2048, None, &mut |_| {}),
+        Err(Error::Corrupt(_))
+    ));
+}
+
+fn j_is_sealed(path: &Path) -> bool {
+    !segment::list(path).unwrap().is_empty() && segment::head_path(path).exists()
+}
