@@ -67,17 +67,27 @@ pub(crate) fn read_summary(sealed: &Path) -> Option<Summary> {
 /// Writes the summary of `sealed` (mode 0600, replaced atomically). Not synced: a summary
 /// lost in a crash is rebuilt by reading the segment.
 pub(crate) fn write_summary(sealed: &Path, summary: &Summary) -> std::io::Result<()> {
-    let path = summary_path(sealed);
-    let tmp = path.with_extension("summary.tmp");
+    replace_json(&summary_path(sealed), summary, false)
+}
+
+/// Replaces the file at `path` with `value` as JSON (mode 0600) through a temporary file
+/// and a rename, so a reader sees the old contents or the new, never a mix; with `sync`,
+/// the contents are on disk before the rename.
+fn replace_json(path: &Path, value: &impl Serialize, sync: bool) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    std::io::Write::write_all(&mut file, &serde_json::to_vec(summary)?)?;
+    std::io::Write::write_all(&mut file, &serde_json::to_vec(value)?)?;
+    if sync {
+        file.sync_all()?;
+    }
     drop(file);
-    std::fs::rename(&tmp, &path)
+    std::fs::rename(&tmp, path)
 }
 
 /// The chain's head when the live file was last sealed: its newest record's sequence
@@ -103,18 +113,7 @@ pub(crate) fn head_path(live: &Path) -> PathBuf {
 
 /// Records `head` durably (the directory is synced by the seal that follows).
 fn write_head(live: &Path, head: &Head) -> std::io::Result<()> {
-    let path = head_path(live);
-    let tmp = path.with_extension("head.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(&mut file, &serde_json::to_vec(head)?)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, &path)
+    replace_json(&head_path(live), head, true)
 }
 
 /// The head of `live`'s last seal, if it was ever sealed.
