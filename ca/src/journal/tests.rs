@@ -558,3 +558,21 @@ fn with_every_segment_archived_the_chain_continues_after_them() {
 fn j_is_sealed(path: &Path) -> bool {
     !segment::list(path).unwrap().is_empty() && segment::head_path(path).exists()
 }
+
+proptest::proptest! {
+    /// Every line the journal writes starts with its sequence number in the form the
+    /// skip reads, so paging never falls back to parsing what it passes over.
+    #[test]
+    fn every_written_line_leads_with_its_sequence_number(
+        seq in 1u64..u64::MAX,
+        time in proptest::prelude::any::<u64>(),
+        actor in ".{0,40}",
+        detail in proptest::option::of(".{0,80}"),
+    ) {
+        let mut event = AuditEvent::new(AuditAction::TokenCreate, actor);
+        event.detail = detail;
+        let record = AuditRecord::chain(seq, time, event, GENESIS);
+        let line = serde_json::to_vec(&record).unwrap();
+        proptest::prop_assert_eq!(leading_seq(&line), Some(seq));
+    }
+}
