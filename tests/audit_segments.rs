@@ -8,8 +8,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{Server, assert_success, writ, writ_json};
+use common::{Server, assert_success, wait_until, writ, writ_json};
 use writ_ca::store::JOURNAL_FILE;
 
 const SEGMENT: &str = "65536";
@@ -175,5 +176,108 @@ fn a_segment_size_too_small_is_refused_with_the_minimum() {
     assert!(
         err.contains("audit_segment_bytes = 1000") && err.contains("65536"),
         "{err}"
+    );
+}
+
+/// `writ audit segments` lists what was sealed, record ranges joined end to end, and marks
+/// a segment archivable once every certificate in it has expired.
+#[test]
+fn segments_are_listed_and_become_archivable_when_their_certificates_expire() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_arg = data.display().to_string();
+    let server = Server::start(
+        &data,
+        &[
+            "--audit-segment-bytes",
+            SEGMENT,
+            "--min-ttl",
+            "1s",
+            "--default-ttl",
+            "2s",
+        ],
+    );
+    let none = writ(&["audit", "segments", "--data-dir", &data_arg]);
+    assert_success(&none, &["audit", "segments"]);
+    assert!(String::from_utf8_lossy(&none.stdout).contains("no sealed segments"));
+
+    let list = || {
+        writ_json(&["audit", "segments", "--data-dir", &data_arg])["segments"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // Until two segments are sealed and one of them holds renewals only (each bench run
+    // also mints itself an hour-long identity, into whichever segment is live).
+    let renewals_only = || {
+        list()
+            .iter()
+            .any(|s| s["valid_until"].as_u64().is_some_and(|t| t < now() + 60))
+    };
+    for _ in 0..30 {
+        if sealed(&data).len() >= 2 && renewals_only() {
+            break;
+        }
+        let out = writ(&[
+            "bench",
+            "--server",
+            &server.addr,
+            "--data-dir",
+            &data_arg,
+            "--mode",
+            "renew",
+            "--concurrency",
+            "8",
+            "--duration",
+            "1s",
+        ]);
+        assert_success(&out, &["bench"]);
+    }
+    let files = sealed(&data);
+    assert!(files.len() >= 2, "{} segments sealed", files.len());
+
+    let segments = list();
+    let listed: Vec<PathBuf> = segments
+        .iter()
+        .map(|s| PathBuf::from(s["file"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, files[..listed.len()]);
+    assert!(segments[0]["first_seq"] == 1, "{segments:?}");
+    for pair in segments.windows(2) {
+        assert_eq!(
+            pair[0]["last_seq"].as_u64().unwrap() + 1,
+            pair[1]["first_seq"].as_u64().unwrap()
+        );
+    }
+    for s in &segments {
+        assert!(s["certificates"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["bytes"].as_u64().unwrap() >= 65536, "{s}");
+    }
+
+    // Renewals get two-second certificates: segments holding only those soon qualify. The
+    // first also records the bench's own identity, minted for an hour: it stays.
+    let archivable = || list().iter().filter(|s| s["archivable"] == true).count();
+    assert!(
+        wait_until(Duration::from_secs(30), || archivable() > 0),
+        "{:?}",
+        list()
+    );
+    let first = &list()[0];
+    assert_eq!(first["archivable"], false, "{first}");
+    assert!(
+        first["valid_until"].as_u64().unwrap() > now() + 1800,
+        "{first}"
+    );
+    let text = writ(&["audit", "segments", "--data-dir", &data_arg]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("archivable (move it with its .summary)"),
+        "{text}"
     );
 }

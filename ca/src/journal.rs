@@ -585,14 +585,34 @@ fn storage(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// Reads the sealed segment at `path` through and writes its summary.
 fn summarize(path: &Path) {
-    let result = File::open(path).and_then(|file| {
-        let mut tail = Tail::new();
-        let read = scan(file, &mut tail, &mut Vec::new(), &mut |_| {})?;
-        segment::write_summary(path, &read.summary(&tail, 0))
-    });
+    let result = summary_of(path).and_then(|summary| segment::write_summary(path, &summary));
     if let Err(e) = result {
         tracing::warn!(segment = %path.display(), error = %e, "could not summarise the sealed segment; the next start reads it in full");
     }
+}
+
+/// The summary of the sealed segment at `path`, read through.
+fn summary_of(path: &Path) -> std::io::Result<segment::Summary> {
+    let mut tail = Tail::new();
+    let read = scan(File::open(path)?, &mut tail, &mut Vec::new(), &mut |_| {})?;
+    Ok(read.summary(&tail, 0))
+}
+
+/// One sealed segment of the journal beside `live`, oldest first, from its summary (or,
+/// without a usable one, from reading it): for `writ audit segments`.
+pub(crate) fn sealed_segments(
+    live: &Path,
+) -> Result<Vec<(segment::Sealed, segment::Summary)>, Error> {
+    segment::list(live)?
+        .into_iter()
+        .map(|s| {
+            let summary = match segment::read_summary(&s.path) {
+                Some(summary) => summary,
+                None => summary_of(&s.path).map_err(storage(&s.path))?,
+            };
+            Ok((s, summary))
+        })
+        .collect()
 }
 
 /// What reading one journal file found.
@@ -601,7 +621,7 @@ struct FileRead {
     len: u64,
     /// The first record's sequence number.
     first: Option<u64>,
-    /// The latest notAfter among its issuance records (0 when none).
+    /// The latest notAfter among the workload certificates it records (0 when none).
     max_not_after: u64,
 }
 
@@ -656,7 +676,11 @@ fn scan(
                 if let Some(serial) = &r.event.serial {
                     tail.serials.insert(serial);
                 }
-                if let Some(not_after) = r.event.not_after {
+                // The server's own certificates are reissued under any generation and
+                // never hold anything back (as in the store's live index).
+                if let Some((not_after, _, auth)) = r.issued_leaf()
+                    && auth != crate::AuthMethod::Internal.as_str()
+                {
                     read.max_not_after = read.max_not_after.max(not_after);
                 }
             }

@@ -47,7 +47,8 @@ pub(crate) struct Summary {
     pub last_hash: String,
     /// Issuance records carrying certificate facts.
     pub issued: u64,
-    /// The latest notAfter among them (0 when none).
+    /// The latest notAfter among the workload certificates (not the server's own) it
+    /// records, 0 when none.
     pub max_not_after: u64,
 }
 

@@ -204,6 +204,42 @@ struct CommitState {
     flushing: bool,
 }
 
+/// A sealed segment of the journal (`audit-<first seq>.jsonl`), as an operator deciding
+/// what to archive needs to see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentInfo {
+    /// The file.
+    pub file: std::path::PathBuf,
+    /// Its first and last records' sequence numbers.
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// Certificates it records.
+    pub certificates: u64,
+    /// The latest notAfter among the workload certificates (not the server's own), Unix
+    /// seconds (`None` when it records none).
+    pub valid_until: Option<u64>,
+}
+
+/// The sealed segments of the journal of the database at `db` (a data directory's `db`),
+/// oldest first. Reads only the files: works beside a running server.
+pub fn sealed_segments(db: &Path) -> Result<Vec<SegmentInfo>, Error> {
+    let live = db.with_file_name(JOURNAL_FILE);
+    Ok(crate::journal::sealed_segments(&live)?
+        .into_iter()
+        .map(|(s, summary)| SegmentInfo {
+            file: s.path,
+            first_seq: s.first_seq,
+            last_seq: summary.last_seq,
+            bytes: summary.bytes,
+            certificates: summary.issued,
+            valid_until: (summary.max_not_after > 0).then_some(summary.max_not_after),
+        })
+        .collect())
+}
+
 /// How a [`SledStore`] keeps its files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {

@@ -31,6 +31,19 @@ pub enum Command {
     Export(ExportArgs),
     /// Check the hash chain: names the first record that was modified, removed or moved.
     Verify(VerifyArgs),
+    /// The journal's sealed segments, and which hold only expired certificates (safe to
+    /// archive). Reads the data directory's files, beside a running server too.
+    Segments(SegmentsArgs),
+}
+
+/// `writ audit segments` flags.
+#[derive(Args)]
+pub struct SegmentsArgs {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: Format,
 }
 
 /// `writ audit list` flags.
@@ -78,6 +91,74 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
         Command::List(a) => list(a).await,
         Command::Export(a) => export(a).await,
         Command::Verify(a) => verify_cmd(a).await,
+        Command::Segments(a) => segments(a),
+    }
+}
+
+fn segments(a: SegmentsArgs) -> anyhow::Result<()> {
+    let dir = match (&a.target.data_dir, &a.target.admin_socket) {
+        (Some(d), _) => d.clone(),
+        (None, Some(_)) => {
+            anyhow::bail!("audit segments reads the data directory's files: pass --data-dir")
+        }
+        (None, None) => writ_server::default_data_dir()?,
+    };
+    let db = dir.join("db");
+    if !db.exists() {
+        anyhow::bail!(
+            "no CA database at {}: pass the server's --data-dir",
+            db.display()
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let list = writ_ca::store::sealed_segments(&db)?;
+    // Archivable: every certificate it records has expired (or it records none).
+    let archivable = |s: &writ_ca::store::SegmentInfo| s.valid_until.is_none_or(|t| t <= now);
+    match a.output {
+        Format::Json => output::json(&json!({
+            "segments": list.iter().map(|s| json!({
+                "file": s.file,
+                "first_seq": s.first_seq,
+                "last_seq": s.last_seq,
+                "bytes": s.bytes,
+                "certificates": s.certificates,
+                "valid_until": s.valid_until,
+                "archivable": archivable(s),
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Text => {
+            if list.is_empty() {
+                println!(
+                    "no sealed segments in {}: the journal is sealed past audit_segment_bytes",
+                    dir.display()
+                );
+            }
+            for s in &list {
+                let until = s.valid_until.map_or_else(
+                    || "no certificates".to_owned(),
+                    |t| {
+                        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+                        format!("valid until {}", humantime::format_rfc3339_seconds(t))
+                    },
+                );
+                let verdict = if archivable(s) {
+                    "archivable (move it with its .summary)"
+                } else {
+                    "holds valid certificates"
+                };
+                println!(
+                    "{}  records {}-{}  {:.1} MiB  {} certificates, {until}  {verdict}",
+                    s.file.display(),
+                    s.first_seq,
+                    s.last_seq,
+                    s.bytes as f64 / (1024.0 * 1024.0),
+                    s.certificates,
+                );
+            }
+            Ok(())
+        }
     }
 }
 
