@@ -29,6 +29,30 @@ fn sealed(data: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs one-second `writ bench` renewals against `server` until `done` (at most 30).
+fn renew_until(server: &Server, mut done: impl FnMut() -> bool) {
+    let data = server.data_dir.display().to_string();
+    for _ in 0..30 {
+        if done() {
+            return;
+        }
+        let args = [
+            "bench",
+            "--server",
+            &server.addr,
+            "--data-dir",
+            &data,
+            "--mode",
+            "renew",
+            "--concurrency",
+            "8",
+            "--duration",
+            "1s",
+        ];
+        assert_success(&writ(&args), &args);
+    }
+}
+
 fn verify_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["audit", "verify"];
     all.extend_from_slice(args);
@@ -43,25 +67,7 @@ fn a_segmented_journal_reads_as_one_chain_and_survives_archiving() {
     let mut server = Server::start(&data, &["--audit-segment-bytes", SEGMENT]);
 
     // Issue until at least three segments are sealed.
-    for _ in 0..30 {
-        if sealed(&data).len() >= 3 {
-            break;
-        }
-        let out = writ(&[
-            "bench",
-            "--server",
-            &server.addr,
-            "--data-dir",
-            &data_arg,
-            "--mode",
-            "renew",
-            "--concurrency",
-            "8",
-            "--duration",
-            "1s",
-        ]);
-        assert_success(&out, &["bench"]);
-    }
+    renew_until(&server, || sealed(&data).len() >= 3);
     let segments = sealed(&data);
     assert!(segments.len() >= 3, "{} segments sealed", segments.len());
     for s in &segments {
@@ -220,25 +226,7 @@ fn segments_are_listed_and_become_archivable_when_their_certificates_expire() {
             .iter()
             .any(|s| s["valid_until"].as_u64().is_some_and(|t| t < now() + 60))
     };
-    for _ in 0..30 {
-        if sealed(&data).len() >= 2 && renewals_only() {
-            break;
-        }
-        let out = writ(&[
-            "bench",
-            "--server",
-            &server.addr,
-            "--data-dir",
-            &data_arg,
-            "--mode",
-            "renew",
-            "--concurrency",
-            "8",
-            "--duration",
-            "1s",
-        ]);
-        assert_success(&out, &["bench"]);
-    }
+    renew_until(&server, || sealed(&data).len() >= 2 && renewals_only());
     let files = sealed(&data);
     assert!(files.len() >= 2, "{} segments sealed", files.len());
 
