@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tonic::transport::{Channel, Endpoint, Uri};
 use writ_ca::{SpiffeId, TrustDomain, Usage, verify_chain, x509::sha256_hex};
+use writ_proto::coalesce::Coalesced;
 use writ_proto::v1::ca_client::CaClient;
 
 use crate::Error;
@@ -80,7 +81,7 @@ pub async fn channel(addr: &str, config: ClientConfig) -> Result<Channel, Error>
                 // The name is not checked (the verifier checks the SPIFFE ID); SNI is off.
                 let name = ServerName::try_from("writ.invalid").map_err(std::io::Error::other)?;
                 let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
+                Ok::<_, std::io::Error>(TokioIo::new(Coalesced::new(tls)))
             }
         }))
         .await

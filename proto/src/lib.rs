@@ -7,9 +7,11 @@
 //! - [`istio`]: Istio's `IstioCertificateService`, served beside [`v1`] on the same port.
 //!
 //! Beside them, what every writ endpoint speaks the same way: the message codec
-//! ([`codec`]) and the TLS cipher-suite preference ([`tls`]).
+//! ([`codec`]), write coalescing under HTTP/2 ([`coalesce`]) and the TLS cipher-suite
+//! preference ([`tls`]).
 #![forbid(unsafe_code)]
 
+pub mod coalesce;
 pub mod codec;
 pub mod tls;
 

@@ -32,15 +32,17 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use writ_bootstrap::{Bootstrap, BootstrapSettings};
 use writ_ca::Authority;
 use writ_ca::store::SledStore;
 use writ_proto::admin::admin_server::AdminServer;
+use writ_proto::coalesce::Coalesced;
 use writ_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use writ_proto::v1::ca_server::CaServer;
 
@@ -228,8 +230,7 @@ fn accept_tls(
     listener: TcpListener,
     tls: TlsAcceptor,
     shutdown: CancellationToken,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
+) -> ReceiverStream<Result<Coalesced<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(128);
     tokio::spawn(async move {
         loop {
@@ -251,7 +252,7 @@ fn accept_tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(Coalesced::new(stream))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
