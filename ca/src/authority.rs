@@ -94,6 +94,13 @@ pub struct Issuance {
     pub bundle: TrustBundle,
     /// The certified key's type.
     pub key_type: crate::KeyType,
+    /// The DNS names in the leaf.
+    pub dns_names: Vec<String>,
+    /// Whether the issuing generation's root is one this CA made, not an imported one: a
+    /// holder of the leaf then proves the identity to this CA exactly as
+    /// [`Authority::verify_client`] would find by verifying it (an imported root's own
+    /// constraints are only checked on the whole path).
+    pub own_root: bool,
 }
 
 /// A value whose issuance record is written but not yet durable. [`Unsynced::synced`]
@@ -398,6 +405,8 @@ impl Authority {
             chain,
             id: template.id.clone(),
             bundle: bundle_of(&state, &self.settings),
+            dns_names: template.dns_names.clone(),
+            own_root: !generation.imported,
         }))
     }
 

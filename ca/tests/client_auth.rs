@@ -80,3 +80,34 @@ fn a_leaf_under_a_retired_root_is_refused() {
         .verify_client(&new, now)
         .expect("the new generation's leaf");
 }
+
+/// What an issuance says about its leaf (identity, DNS names, whether the CA made the
+/// root) is exactly what verifying the leaf as a client certificate finds: the server
+/// takes the leaves it issues on trust from that record.
+#[test]
+fn an_issuance_claims_what_verifying_its_leaf_finds() {
+    use writ_ca::{AuthMethod, Caller, OverMax, SanMode, build_csr};
+    let ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let dns = vec!["web.example.internal".to_owned()];
+    let csr = build_csr(&key, &support::id(), &dns).expect("CSR");
+    let caller = Caller {
+        id: support::id(),
+        dns_allowed: dns.clone(),
+        method: AuthMethod::Mtls,
+    };
+    let issuance = ca
+        .ca()
+        .issue(&csr, &caller, Some(HOUR), OverMax::Clamp, SanMode::Exact)
+        .expect("issue");
+    assert!(issuance.own_root);
+    let peer = ca
+        .ca()
+        .verify_client(&issuance.chain, SystemTime::now())
+        .expect("verifies");
+    assert_eq!(peer.id, issuance.id);
+    assert_eq!(peer.leaf.dns_names, issuance.dns_names);
+    assert_eq!(issuance.dns_names, dns);
+    assert_eq!(peer.leaf.not_after, issuance.leaf.not_after);
+    assert_eq!(issuance.bundle.sequence, ca.ca().bundle_sequence());
+}

@@ -450,6 +450,9 @@ fn import_then_rotate() {
     reopen_same(&mut ca);
 
     let issued = support::issue(ca.ca(), &key, HOUR).issuance;
+    // The imported root's own constraints are only checked on the whole path, so the
+    // server must not take this leaf on trust as one of its own.
+    assert!(!issued.own_root);
     let chain = &issued.chain;
     assert_eq!(chain.len(), 4, "leaf, ca, mid, cross-signed root");
     assert_eq!(chain[1], ext.der("ca-cert.pem"));

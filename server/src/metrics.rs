@@ -49,6 +49,8 @@ pub(crate) enum CertCheck {
     Verified = 1,
     /// Refused.
     Refused = 2,
+    /// Issued by this server, which remembers what it signed.
+    Issued = 3,
 }
 
 impl CertCheck {
@@ -57,6 +59,7 @@ impl CertCheck {
             CertCheck::Cached => "cached",
             CertCheck::Verified => "verified",
             CertCheck::Refused => "refused",
+            CertCheck::Issued => "issued",
         }
     }
 }
@@ -72,8 +75,8 @@ pub(crate) struct ServerMetrics {
     token_exchanges: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
     client_cert_checks: Family<Labels, Counter>,
-    /// The three `client_cert_checks` counters, kept so a renewal does not build labels.
-    client_cert_counters: [Counter; 3],
+    /// The `client_cert_checks` counters, kept so a renewal does not build labels.
+    client_cert_counters: [Counter; 4],
     bundle_watchers: Gauge,
     commit_flushes: Family<Labels, Counter>,
     commit_batch: Histogram,
@@ -106,12 +109,17 @@ impl ServerMetrics {
             ready: Gauge::default(),
             registry: std::sync::Mutex::new(None),
         };
-        m.client_cert_counters =
-            [CertCheck::Cached, CertCheck::Verified, CertCheck::Refused].map(|c| {
-                m.client_cert_checks
-                    .get_or_create(&vec![("result", c.as_str().to_owned())])
-                    .clone()
-            });
+        m.client_cert_counters = [
+            CertCheck::Cached,
+            CertCheck::Verified,
+            CertCheck::Refused,
+            CertCheck::Issued,
+        ]
+        .map(|c| {
+            m.client_cert_checks
+                .get_or_create(&vec![("result", c.as_str().to_owned())])
+                .clone()
+        });
         let mut r = Registry::default();
         r.register(
             "writ_server_sign_requests",
@@ -141,7 +149,7 @@ impl ServerMetrics {
         );
         r.register(
             "writ_server_client_cert_checks",
-            "Client certificate chains presented to the Ca service, by result: cached (verified earlier on any connection), verified, refused",
+            "Client certificate chains presented to the Ca service, by result: cached (verified earlier on any connection), issued (issued by this server, not verified again), verified, refused",
             m.client_cert_checks.clone(),
         );
         r.register(

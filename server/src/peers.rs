@@ -2,6 +2,12 @@
 //! of the leaf it presents; whether that leaf chains to the bundle depends only on the leaf
 //! and the bundle, so the answer is reused until the leaf expires or the bundle changes,
 //! instead of re-verifying the chain (two signature checks) on every request.
+//!
+//! Leaves this server has just issued enter the cache at issuance: the CA knows what it
+//! signed, so an agent that reconnects with the certificate its renewal returned (as
+//! every agent does at its next rotation) is not verified again. That is one ECDSA
+//! verification and a certificate parse less per new connection, about a tenth of the
+//! server's work for a renewal on a fresh connection.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,8 +30,19 @@ pub(crate) struct PeerCache {
 pub(crate) struct Verified {
     pub id: SpiffeId,
     pub dns_names: Vec<String>,
+    /// How the leaf became known.
+    pub origin: Origin,
     not_after: SystemTime,
     bundle_sequence: u64,
+}
+
+/// How a leaf in the cache became known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Its chain was verified when a client presented it.
+    Verified,
+    /// This server issued it.
+    Issued,
 }
 
 impl PeerCache {
@@ -43,7 +60,7 @@ impl PeerCache {
             .cloned()
     }
 
-    /// Remembers that `leaf` verified under the bundle with `bundle_sequence`.
+    /// Remembers that `leaf` proves `id` under the bundle with `bundle_sequence`.
     pub(crate) fn put(
         &self,
         leaf: &[u8],
@@ -51,6 +68,7 @@ impl PeerCache {
         dns_names: Vec<String>,
         not_after: SystemTime,
         bundle_sequence: u64,
+        origin: Origin,
     ) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES {
@@ -61,6 +79,7 @@ impl PeerCache {
             Verified {
                 id,
                 dns_names,
+                origin,
                 not_after,
                 bundle_sequence,
             },
@@ -99,8 +118,10 @@ mod tests {
             vec![],
             now + Duration::from_secs(60),
             7,
+            Origin::Issued,
         );
-        assert_eq!(c.get(b"leaf", 7, now).unwrap().id, id);
+        let hit = c.get(b"leaf", 7, now).unwrap();
+        assert_eq!((hit.id.clone(), hit.origin), (id.clone(), Origin::Issued));
         assert!(
             c.get(b"leaf", 8, now).is_none(),
             "a new bundle must re-verify"

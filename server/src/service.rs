@@ -17,6 +17,7 @@ use writ_proto::v1::{self, ca_server::Ca};
 use crate::convert;
 use crate::error::{bootstrap_status, ca_status};
 use crate::metrics::CertCheck;
+use crate::peers::Origin;
 use crate::state::Shared;
 
 /// The public CA service.
@@ -59,7 +60,10 @@ impl Shared {
         let now = SystemTime::now();
         let sequence = self.authority.bundle_sequence();
         if let Some(known) = self.peers.get(&certs[0], sequence, now) {
-            self.metrics.client_cert(CertCheck::Cached);
+            self.metrics.client_cert(match known.origin {
+                Origin::Verified => CertCheck::Cached,
+                Origin::Issued => CertCheck::Issued,
+            });
             return Ok(Credential::Proven(Caller {
                 id: known.id,
                 dns_allowed: known.dns_names,
@@ -78,6 +82,7 @@ impl Shared {
             peer.leaf.dns_names.clone(),
             peer.leaf.not_after,
             sequence,
+            Origin::Verified,
         );
         Ok(Credential::Proven(Caller {
             id: peer.id,
@@ -167,6 +172,7 @@ impl Shared {
             tracing::error!(jti = %jti, serial = %issuance.leaf.serial, error = %e, "recording the bootstrap token's certificate serial failed");
         }
         tracing::info!(jti = %jti, spiffe_id = %caller.id, serial = %issuance.leaf.serial, "issued for a bootstrap token");
+        self.remember_issued(&issuance);
         Ok(issuance)
     }
 
@@ -215,7 +221,24 @@ impl Shared {
             tracing::error!(error = %e, "recording an issuance durably failed; certificate withheld");
             Status::internal("the CA could not record the certificate durably; see the server log")
         })?;
-        Ok(pending.synced())
+        let issuance = pending.synced();
+        self.remember_issued(&issuance);
+        Ok(issuance)
+    }
+
+    /// Notes a leaf this server just handed out, so the agent's next connection with it
+    /// (its next rotation) is not verified again (see [`crate::peers`]).
+    fn remember_issued(&self, issuance: &Issuance) {
+        if issuance.own_root {
+            self.peers.put(
+                &issuance.leaf.der,
+                issuance.id.clone(),
+                issuance.dns_names.clone(),
+                issuance.leaf.not_after,
+                issuance.bundle.sequence,
+                Origin::Issued,
+            );
+        }
     }
 
     /// Counts and maps a refused token. The bootstrap crate already logged it by `jti`.
