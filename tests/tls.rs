@@ -1,5 +1,6 @@
 //! The server's TLS as an independent client (the `openssl` CLI) sees it: TLS 1.3 only,
-//! and the AES-128-GCM-SHA256 suite chosen even when the client prefers another.
+//! the AES-128-GCM-SHA256 suite chosen even when the client prefers another, and the
+//! key-exchange group the client prefers.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -43,6 +44,16 @@ fn tls_1_3_only_with_the_server_choosing_aes_128_gcm() {
         connected && text.contains("TLS_AES_256_GCM_SHA384"),
         "{text}"
     );
+
+    // The key-exchange group is the client's choice: OpenSSL prefers X25519 and gets it
+    // at once (no retry), a client preferring P-256 gets P-256.
+    let (text, connected) = s_client(&server.addr, &["-tls1_3"]);
+    assert!(
+        connected && text.contains("Server Temp Key: X25519"),
+        "{text}"
+    );
+    let (text, connected) = s_client(&server.addr, &["-tls1_3", "-groups", "P-256:X25519"]);
+    assert!(connected && text.contains("prime256v1"), "{text}");
 
     let (text, connected) = s_client(&server.addr, &["-tls1_2"]);
     assert!(!connected, "TLS 1.2 accepted:\n{text}");
