@@ -15,14 +15,30 @@ use std::time::SystemTime;
 
 use writ_ca::SpiffeId;
 
-/// Entries kept at most; the cache is emptied when full (a crude bound that keeps memory
-/// flat under a flood of distinct certificates).
-const MAX_ENTRIES: usize = 16_384;
+/// Entries in one half of the cache. When the newer half fills it replaces the older,
+/// so the cache holds the latest 16,384 to 32,768 leaves (a few MiB) however many distinct
+/// certificates arrive, and a fleet of that many agents per server keeps hitting it.
+const HALF: usize = 16_384;
 
-/// Verified leaves by SHA-256 of their DER.
+/// Verified leaves by SHA-256 of their DER, newest half first.
 #[derive(Default)]
 pub(crate) struct PeerCache {
-    map: Mutex<HashMap<[u8; 32], Verified>>,
+    halves: Mutex<Halves>,
+}
+
+#[derive(Default)]
+struct Halves {
+    newer: HashMap<[u8; 32], Verified>,
+    older: HashMap<[u8; 32], Verified>,
+}
+
+impl Halves {
+    fn insert(&mut self, key: [u8; 32], value: Verified) {
+        if self.newer.len() >= HALF {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(key, value);
+    }
 }
 
 /// What a verified leaf proved.
@@ -54,10 +70,16 @@ impl PeerCache {
         now: SystemTime,
     ) -> Option<Verified> {
         let key = digest(leaf);
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key)
-            .filter(|v| v.bundle_sequence == bundle_sequence && v.not_after > now)
-            .cloned()
+        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
+        let valid = |v: &Verified| v.bundle_sequence == bundle_sequence && v.not_after > now;
+        if let Some(v) = halves.newer.get(&key) {
+            return valid(v).then(|| v.clone());
+        }
+        // A leaf still in use moves to the newer half, so a long-lived connection's
+        // certificate is not pushed out by a stream of newer ones.
+        let v = halves.older.remove(&key).filter(valid)?;
+        halves.insert(key, v.clone());
+        Some(v)
     }
 
     /// Remembers that `leaf` proves `id` under the bundle with `bundle_sequence`.
@@ -70,11 +92,8 @@ impl PeerCache {
         bundle_sequence: u64,
         origin: Origin,
     ) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(
+        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
+        halves.insert(
             digest(leaf),
             Verified {
                 id,
@@ -90,8 +109,9 @@ impl PeerCache {
 impl PeerCache {
     /// Drops every entry proving `id` (after it is denied).
     pub(crate) fn forget(&self, id: &SpiffeId) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, v| &v.id != id);
+        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
+        halves.newer.retain(|_, v| &v.id != id);
+        halves.older.retain(|_, v| &v.id != id);
     }
 }
 
@@ -133,5 +153,39 @@ mod tests {
         assert!(c.get(b"other", 7, now).is_none());
         c.forget(&id);
         assert!(c.get(b"leaf", 7, now).is_none(), "forgotten after a deny");
+    }
+
+    #[test]
+    fn the_latest_leaves_stay_and_a_leaf_in_use_is_kept() {
+        let c = PeerCache::default();
+        let id = SpiffeId::parse("spiffe://td/a").unwrap();
+        let now = SystemTime::now();
+        let later = now + Duration::from_secs(60);
+        let put = |n: usize| {
+            c.put(
+                &n.to_be_bytes(),
+                id.clone(),
+                vec![],
+                later,
+                1,
+                Origin::Issued,
+            )
+        };
+        let hit = |n: usize| c.get(&n.to_be_bytes(), 1, now).is_some();
+        for n in 0..=HALF {
+            put(n);
+        }
+        // The first half is now the older one, still found; a hit moves a leaf back to
+        // the newer half, as for a long-lived connection's certificate.
+        assert!(hit(0));
+        // Filling the newer half again retires the older one, except the leaf in use.
+        for n in HALF + 1..2 * HALF {
+            put(n);
+        }
+        assert!(!hit(1), "the oldest unused leaf is gone");
+        assert!(hit(0), "a leaf in use survives");
+        assert!(hit(HALF + 1) && hit(2 * HALF - 1));
+        c.forget(&id);
+        assert!(!hit(0) && !hit(2 * HALF - 1), "a deny empties both halves");
     }
 }
