@@ -47,6 +47,17 @@ fn check_signing_report(server: &Server, r: &serde_json::Value, logged_before: u
     assert!(server_cpu > 0.0 && crypto > 0.0, "{r}");
     let ratio = r["overhead_ratio"].as_f64().unwrap();
     assert!((ratio - server_cpu / crypto).abs() < 1e-6, "{r}");
+    // The crypto cost is the mean of a measurement before and one after the load.
+    let before = r["crypto_us_before_load"].as_f64().unwrap();
+    let after = r["crypto_us_after_load"].as_f64().unwrap();
+    assert!((crypto - (before + after) / 2.0).abs() < 1e-6, "{r}");
+    // Both ceilings are the same cores divided by a cost per certificate.
+    let server_ceiling = r["server_ceiling_per_second"].as_f64().unwrap();
+    let crypto_ceiling = r["crypto_ceiling_per_second"].as_f64().unwrap();
+    assert!(
+        (server_ceiling * server_cpu - crypto_ceiling * crypto).abs() < 1.0,
+        "{r}"
+    );
     assert!(r["client_cpu_us_per_cert"].as_f64().unwrap() > 0.0, "{r}");
     // A certificate counted is a certificate issued.
     assert!(issued_total(server) >= logged_before + certs, "{r}");
@@ -201,6 +212,7 @@ fn every_mode_runs_against_a_real_server_and_reports_what_it_measured() {
         "server CPU:",
         "client CPU:",
         "crypto cost:",
+        "server alone:",
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }

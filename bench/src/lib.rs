@@ -82,12 +82,22 @@ pub struct Report {
     /// This load generator's own CPU time per certificate, µs: what the load costs the
     /// machine besides the server (it shares the cores when run on the same host).
     pub client_cpu_us_per_cert: Option<f64>,
-    /// Bare parse + verify + sign of one certificate on one core, µs.
+    /// Bare parse + verify + sign of one certificate on one core, µs: the mean of the
+    /// measurements before and after the load.
     pub crypto_us_per_cert: f64,
+    /// The bare cost measured just before the load, µs.
+    pub crypto_us_before_load: f64,
+    /// The bare cost measured just after the load, µs. Far from the one before, the
+    /// machine's speed drifted during the run (a shared or throttled host) and its ratios
+    /// are less telling.
+    pub crypto_us_after_load: f64,
     /// Server CPU per certificate over the crypto cost.
     pub overhead_ratio: Option<f64>,
     /// Certificates per second the machine's cores could sign at the crypto cost alone.
     pub crypto_ceiling_per_second: f64,
+    /// Certificates per second the machine's cores could serve at the server's measured
+    /// CPU per certificate, were the load generator elsewhere (needs the server's pid).
+    pub server_ceiling_per_second: Option<f64>,
 }
 
 /// Why a run could not start.
@@ -109,16 +119,24 @@ pub enum Error {
 pub async fn run(opts: BenchOptions) -> Result<Report, Error> {
     let ca_key = opts.ca_key_type;
     let csr_key = opts.key_type;
-    let crypto =
-        tokio::task::spawn_blocking(move || bare_cost(ca_key, csr_key, Duration::from_millis(500)))
-            .await
-            .map_err(|_| Error::Options("crypto measurement task failed".into()))??;
+    let measure_crypto = || async move {
+        let cost = tokio::task::spawn_blocking(move || {
+            bare_cost(ca_key, csr_key, Duration::from_millis(500))
+        })
+        .await
+        .map_err(|_| Error::Options("crypto measurement task failed".into()))??;
+        Ok::<_, Error>(cost)
+    };
+    let crypto_before = measure_crypto().await?;
     let own = std::process::id();
     let cpu_before = opts.server_pid.and_then(process_cpu);
     let own_before = process_cpu(own);
     let outcome = load::generate(&opts).await?;
     let cpu_after = opts.server_pid.and_then(process_cpu);
     let own_after = process_cpu(own);
+    // Measured again once the load is over: one 500 ms sample before it swung by ±10%
+    // between runs on a shared host, and the ratio divides by it.
+    let crypto_after = measure_crypto().await?;
     let certificates = outcome.samples.successes();
     let seconds = outcome.elapsed.as_secs_f64();
     let per_cert = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
@@ -128,7 +146,9 @@ pub async fn run(opts: BenchOptions) -> Result<Report, Error> {
         _ => None,
     };
     let server_cpu = per_cert(cpu_before, cpu_after);
-    let crypto_us = crypto.as_secs_f64() * 1e6;
+    let crypto_us_before = crypto_before.as_secs_f64() * 1e6;
+    let crypto_us_after = crypto_after.as_secs_f64() * 1e6;
+    let crypto_us = (crypto_us_before + crypto_us_after) / 2.0;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as f64;
@@ -143,7 +163,10 @@ pub async fn run(opts: BenchOptions) -> Result<Report, Error> {
         server_cpu_us_per_cert: server_cpu,
         client_cpu_us_per_cert: per_cert(own_before, own_after),
         crypto_us_per_cert: crypto_us,
+        crypto_us_before_load: crypto_us_before,
+        crypto_us_after_load: crypto_us_after,
         overhead_ratio: server_cpu.map(|s| s / crypto_us),
         crypto_ceiling_per_second: cores * 1e6 / crypto_us,
+        server_ceiling_per_second: server_cpu.map(|s| cores * 1e6 / s),
     })
 }

@@ -215,14 +215,22 @@ fn print_text(r: &Report) {
         println!("  errors:         {k}: {v}");
     }
     println!(
-        "  crypto cost:    {:.1} µs/certificate on one core (ceiling {:.0}/s on this machine)",
-        r.crypto_us_per_cert, r.crypto_ceiling_per_second
+        "  crypto cost:    {:.1} µs/certificate on one core (before the load {:.1}, after {:.1}; ceiling {:.0}/s on this machine)",
+        r.crypto_us_per_cert,
+        r.crypto_us_before_load,
+        r.crypto_us_after_load,
+        r.crypto_ceiling_per_second
     );
     match (r.server_cpu_us_per_cert, r.overhead_ratio) {
         (Some(cpu), Some(ratio)) => {
             println!("  server CPU:     {cpu:.1} µs/certificate ({ratio:.2}× the crypto cost)")
         }
         _ => println!("  server CPU:     unknown (pass --server-pid)"),
+    }
+    if let Some(ceiling) = r.server_ceiling_per_second {
+        println!(
+            "  server alone:   {ceiling:.0}/s on this machine's cores at that CPU per certificate (load generator elsewhere)"
+        );
     }
     if let Some(cpu) = r.client_cpu_us_per_cert {
         println!("  client CPU:     {cpu:.1} µs/certificate (this load generator)");
