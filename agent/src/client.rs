@@ -3,7 +3,7 @@
 //! root whose fingerprint the bootstrap token pins — never by DNS name, so any address
 //! that reaches the server works.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
@@ -107,6 +107,7 @@ pub fn client_config(
             .map_err(Error::Ca)?,
         trust,
         algorithms: provider.signature_verification_algorithms,
+        last_verified: Mutex::new(None),
     });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -133,6 +134,18 @@ struct SpiffeServerVerifier {
     trust: ServerTrust,
     expected: SpiffeId,
     algorithms: WebPkiSupportedAlgorithms,
+    /// The last chain that verified, until its leaf expires: a configuration used for
+    /// many connections (the bench's simulated fleet, any long-running client) meets the
+    /// same server chain each time, and its path needs checking once. Each handshake
+    /// still verifies the server's signature over it (CertificateVerify).
+    last_verified: Mutex<Option<VerifiedChain>>,
+}
+
+/// A server chain that verified, and until when that holds.
+#[derive(Debug)]
+struct VerifiedChain {
+    chain: Vec<Vec<u8>>,
+    not_after: SystemTime,
 }
 
 impl ServerCertVerifier for SpiffeServerVerifier {
@@ -148,6 +161,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             .chain(intermediates)
             .map(|c| c.to_vec())
             .collect();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        let mut last = self.last_verified.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .as_ref()
+            .is_some_and(|v| v.chain == chain && now < v.not_after)
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
         let roots = match &self.trust {
             ServerTrust::Bundle { roots, .. } => roots.clone(),
             ServerTrust::PinnedRoot { fingerprint, .. } => {
@@ -161,7 +182,6 @@ impl ServerCertVerifier for SpiffeServerVerifier {
                 }
             }
         };
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
         let peer = verify_chain(&chain, &roots, now, Usage::Server)
             .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
         if peer.id != self.expected {
@@ -170,6 +190,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
                 peer.id, self.expected
             )));
         }
+        // Good until the first certificate of the chain expires; one that cannot be read
+        // here (it verified, so this does not happen) is simply not remembered.
+        let not_after = chain.iter().skip(1).try_fold(peer.leaf.not_after, |t, c| {
+            writ_ca::x509::CertInfo::parse(c).map(|i| t.min(i.not_after))
+        });
+        *last = not_after
+            .ok()
+            .map(|not_after| VerifiedChain { chain, not_after });
         Ok(ServerCertVerified::assertion())
     }
 
@@ -212,4 +240,102 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use writ_ca::ttl::OverMax;
+    use writ_ca::{
+        AuthMethod, Caller, Csr, Generation, GenerationState, KeyType, Policy, PrivateKey, SanMode,
+        TtlBounds, Validity, build_csr, sign_leaf,
+    };
+
+    /// A CA and a server certificate for `spiffe://td.test/writ/server` valid for `ttl`.
+    fn server_chain(ttl: Duration) -> (Vec<Vec<u8>>, Vec<u8>, TrustDomain) {
+        let td = TrustDomain::parse("td.test").unwrap();
+        let validity = Validity {
+            root: Duration::from_secs(86400),
+            intermediate: Duration::from_secs(43200),
+            backdate: Duration::from_secs(5),
+        };
+        let now = SystemTime::now();
+        let g = Generation::create(
+            1,
+            &td,
+            KeyType::EcP256,
+            validity,
+            GenerationState::Active,
+            now,
+        )
+        .unwrap();
+        let id = td.workload(SERVER_ID_PATH).unwrap();
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let csr = Csr::parse(&build_csr(&key, &id, &[]).unwrap()).unwrap();
+        let caller = Caller {
+            id,
+            dns_allowed: Vec::new(),
+            method: AuthMethod::Mtls,
+        };
+        let template = Policy::new(td.clone(), TtlBounds::default())
+            .evaluate(&csr, &caller, Some(ttl), OverMax::Clamp, SanMode::Exact)
+            .unwrap();
+        let leaf = sign_leaf(&template, &g.intermediate.issuer_ref(), now, Duration::ZERO).unwrap();
+        (
+            vec![leaf.der, g.intermediate.der.clone()],
+            g.root.der.clone(),
+            td,
+        )
+    }
+
+    fn check(
+        v: &SpiffeServerVerifier,
+        chain: &[Vec<u8>],
+        at: SystemTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let certs: Vec<CertificateDer<'_>> = chain
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        v.verify_server_cert(
+            &certs[0],
+            &certs[1..],
+            &ServerName::try_from("writ.invalid").unwrap(),
+            &[],
+            UnixTime::since_unix_epoch(Duration::from_secs(secs)),
+        )
+    }
+
+    /// A verifier used for many connections remembers the chain it verified, and that
+    /// never lets through what a full check refuses: another chain, or the same one
+    /// once its leaf has expired.
+    #[test]
+    fn a_remembered_server_chain_accepts_only_itself_until_it_expires() {
+        let (chain, root, td) = server_chain(Duration::from_secs(120));
+        let v = SpiffeServerVerifier {
+            expected: td.workload(SERVER_ID_PATH).unwrap(),
+            trust: ServerTrust::Bundle {
+                trust_domain: td,
+                roots: vec![root],
+            },
+            algorithms: writ_proto::tls::crypto_provider().signature_verification_algorithms,
+            last_verified: Mutex::new(None),
+        };
+        let now = SystemTime::now();
+        check(&v, &chain, now).expect("verifies");
+        assert!(v.last_verified.lock().unwrap().is_some());
+        check(&v, &chain, now).expect("remembered");
+
+        let mut tampered = chain.clone();
+        let last = tampered[0].len() - 1;
+        tampered[0][last] ^= 1;
+        assert!(check(&v, &tampered, now).is_err(), "a tampered leaf");
+        let (stranger, _, _) = server_chain(Duration::from_secs(120));
+        assert!(check(&v, &stranger, now).is_err(), "another CA's chain");
+        assert!(
+            check(&v, &chain, now + Duration::from_secs(600)).is_err(),
+            "the remembered chain after its leaf expired"
+        );
+    }
 }
