@@ -134,10 +134,12 @@ struct SpiffeServerVerifier {
     trust: ServerTrust,
     expected: SpiffeId,
     algorithms: WebPkiSupportedAlgorithms,
-    /// The last chain that verified, until its leaf expires: a configuration used for
-    /// many connections (the bench's simulated fleet, any long-running client) meets the
-    /// same server chain each time, and its path needs checking once. Each handshake
-    /// still verifies the server's signature over it (CertificateVerify).
+    /// The last chain that verified, until its first certificate expires: a configuration
+    /// used for many connections (the bench's simulated fleet, any long-running client)
+    /// meets the same server chain each time, and its path needs checking once. Each
+    /// handshake still verifies the server's signature over it (CertificateVerify). The
+    /// lock is held while verifying, so handshakes meeting a new chain together check it
+    /// once.
     last_verified: Mutex<Option<VerifiedChain>>,
 }
 
