@@ -63,13 +63,41 @@ fn check_signing_report(server: &Server, r: &serde_json::Value, logged_before: u
     assert!(issued_total(server) >= logged_before + certs, "{r}");
 }
 
-/// `writ_server_client_cert_checks_total{result=...}` now.
-fn cert_checks(server: &Server, result: &str) -> u64 {
-    let (_, page) = http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
-    let prefix = format!("writ_server_client_cert_checks_total{{result=\"{result}\"}} ");
-    page.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map_or(0, |v| v.trim().parse().unwrap())
+/// `writ_server_client_cert_checks_total` by result, read from one metrics page.
+#[derive(Clone, Copy, Debug)]
+struct CertChecks {
+    verified: u64,
+    cached: u64,
+    issued: u64,
+    refused: u64,
+}
+
+impl CertChecks {
+    fn now(server: &Server) -> Self {
+        let (_, page) = http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
+        let count = |result: &str| {
+            let prefix = format!("writ_server_client_cert_checks_total{{result=\"{result}\"}} ");
+            page.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        };
+        Self {
+            verified: count("verified"),
+            cached: count("cached"),
+            issued: count("issued"),
+            refused: count("refused"),
+        }
+    }
+
+    /// What was counted since `earlier`.
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            verified: self.verified - earlier.verified,
+            cached: self.cached - earlier.cached,
+            issued: self.issued - earlier.issued,
+            refused: self.refused - earlier.refused,
+        }
+    }
 }
 
 /// Handshake mode is a fleet of distinct agents: each connection presents the certificate
@@ -83,9 +111,7 @@ fn handshake_mode_presents_a_new_certificate_on_every_connection() {
         &tmp.path().join("data"),
         &["--metrics-listen", "127.0.0.1:0"],
     );
-    let verified = cert_checks(&server, "verified");
-    let cached = cert_checks(&server, "cached");
-    let issued = cert_checks(&server, "issued");
+    let before = CertChecks::now(&server);
     let r = bench(
         &server,
         &[
@@ -99,20 +125,20 @@ fn handshake_mode_presents_a_new_certificate_on_every_connection() {
     );
     let certs = r["certificates"].as_u64().unwrap();
     assert!(certs >= 4, "{r}");
-    let newly_issued = cert_checks(&server, "issued") - issued;
+    let checks = CertChecks::now(&server).since(before);
     // Only the workers' first connections present the bench's initial identity, which
     // the server verifies (and then remembers); a bench that kept presenting it would
     // show up as `cached` here.
     assert!(
-        newly_issued + 2 >= certs,
-        "{newly_issued} of {certs} connections presented a certificate this server issued"
+        checks.issued + 2 >= certs,
+        "{} of {certs} connections presented a certificate this server issued",
+        checks.issued
     );
-    assert!(cert_checks(&server, "verified") - verified <= 2);
-    assert!(cert_checks(&server, "cached") - cached <= 2);
-    assert_eq!(cert_checks(&server, "refused"), 0);
+    assert!(checks.verified <= 2, "{checks:?}");
+    assert!(checks.cached <= 2, "{checks:?}");
+    assert_eq!(checks.refused, 0);
 
-    let verified = cert_checks(&server, "verified");
-    let cached = cert_checks(&server, "cached");
+    let before = CertChecks::now(&server);
     let r = bench(
         &server,
         &[
@@ -127,10 +153,10 @@ fn handshake_mode_presents_a_new_certificate_on_every_connection() {
         ],
     );
     let certs = r["certificates"].as_u64().unwrap();
-    let newly_verified = cert_checks(&server, "verified") - verified;
+    let checks = CertChecks::now(&server).since(before);
     // The first requests in flight may each verify the chain before one remembers it.
-    assert!(newly_verified <= 2, "{newly_verified}");
-    assert!(newly_verified + cert_checks(&server, "cached") - cached >= certs);
+    assert!(checks.verified <= 2, "{checks:?}");
+    assert!(checks.verified + checks.cached >= certs, "{checks:?}");
 }
 
 #[test]

@@ -159,18 +159,17 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.to_vec())
-            .collect();
+        let presented = || std::iter::once(end_entity).chain(intermediates);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
         let mut last = self.last_verified.lock().unwrap_or_else(|p| p.into_inner());
-        if last
-            .as_ref()
-            .is_some_and(|v| v.chain == chain && now < v.not_after)
-        {
+        if last.as_ref().is_some_and(|v| {
+            now < v.not_after
+                && v.chain.len() == presented().count()
+                && v.chain.iter().zip(presented()).all(|(a, b)| a[..] == b[..])
+        }) {
             return Ok(ServerCertVerified::assertion());
         }
+        let chain: Vec<Vec<u8>> = presented().map(|c| c.to_vec()).collect();
         let roots = match &self.trust {
             ServerTrust::Bundle { roots, .. } => roots.clone(),
             ServerTrust::PinnedRoot { fingerprint, .. } => {
