@@ -1,7 +1,8 @@
 //! End to end: a server killed with SIGKILL in the middle of a burst of renewals loses no
 //! certificate it handed out — every serial a client received is in the issuance log after
 //! the restart, the audit chain verifies, and issuance carries on — also when the journal
-//! is being sealed into segments during the burst.
+//! is being sealed into segments during the burst. After the restart, the certificates
+//! issued before it are recognised from the log.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -128,4 +129,48 @@ async fn crash_mid_burst(args: &[&str]) -> tempfile::TempDir {
     assert!(after["head_seq"].as_u64().unwrap() > verified["head_seq"].as_u64().unwrap());
     drop(server);
     tmp
+}
+
+/// After a crash the server recognises the certificates it issued before it, from its
+/// issuance log: an agent reconnecting with one (as a whole fleet does after an outage) is
+/// not verified again, and keeps the DNS names its certificate carries.
+#[test]
+fn after_a_crash_the_leaves_issued_before_it_are_recognised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let mut server = Server::start(&data, &metrics);
+    let dir = tmp.path().join("id");
+    let dir_s = dir.display().to_string();
+    server.admin_json(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        ID,
+        "--dns",
+        "web.internal",
+        "--out-dir",
+        &dir_s,
+    ]);
+    server.kill();
+
+    let server = Server::start(&data, &metrics);
+    common::writ_json(&["renew", "--server", &server.addr, "--dir", &dir_s]);
+    let (_, page) = common::http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
+    let checks = |result: &str| {
+        common::metric(
+            &page,
+            "writ_server_client_cert_checks_total",
+            &format!("result=\"{result}\""),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        (checks("issued"), checks("verified")),
+        (1.0, 0.0),
+        "the minted leaf is known from the log: {page}"
+    );
+    let renewed = common::read_certs(&dir.join("cert.pem"));
+    let leaf = writ_ca::CertInfo::parse(&renewed[0]).unwrap();
+    assert_eq!(leaf.dns_names, ["web.internal"]);
 }

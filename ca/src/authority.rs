@@ -17,6 +17,10 @@ use crate::{
     SanMode, SpiffeId, TrustBundle, TrustDomain,
 };
 
+mod recent;
+
+pub use recent::{RecentLeaf, RecentLeaves};
+
 const STATE_TREE: &str = "ca";
 const STATE_KEY: &[u8] = b"state";
 /// 2 added rotation: the `previous` state, optional keys (imported roots, retired

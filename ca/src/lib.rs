@@ -26,7 +26,8 @@ mod verify;
 pub mod x509;
 
 pub use authority::{
-    Authority, CaSettings, GenerationSummary, Issuance, NextStep, RotationAction, Unsynced,
+    Authority, CaSettings, GenerationSummary, Issuance, NextStep, RecentLeaf, RecentLeaves,
+    RotationAction, Unsynced,
 };
 pub use bundle::TrustBundle;
 pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_bare_csr, build_csr};

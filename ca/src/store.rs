@@ -70,8 +70,22 @@ pub trait Store: Send + Sync {
     /// Returns once everything written before the call is durable (group-committed with
     /// concurrent callers).
     fn sync(&self) -> Result<(), Error>;
+    /// Calls `f` on the records newest first, until it returns `false`.
+    fn for_each_recent_issuance(
+        &self,
+        f: &mut dyn FnMut(IssuanceRecord) -> bool,
+    ) -> Result<(), Error>;
     /// The newest `limit` records, newest first.
-    fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error>;
+    fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit > 0 {
+            self.for_each_recent_issuance(&mut |r| {
+                out.push(r);
+                out.len() < limit
+            })?;
+        }
+        Ok(out)
+    }
     /// Calls `f` on every record, oldest first.
     fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error>;
     /// Number of records in the log.
@@ -480,30 +494,31 @@ impl Store for SledStore {
         self.journal.archived_before()
     }
 
-    fn recent_issuance(&self, limit: usize) -> Result<Vec<IssuanceRecord>, Error> {
-        let mut out = Vec::with_capacity(limit.min(4096));
+    fn for_each_recent_issuance(
+        &self,
+        f: &mut dyn FnMut(IssuanceRecord) -> bool,
+    ) -> Result<(), Error> {
         let mut failure = None;
-        if limit > 0 {
-            self.journal.for_each_newest(&mut |r| {
-                match r {
-                    Ok(r) => out.extend(issuance_of(&r)),
-                    Err(e) => failure = Some(e),
-                }
-                failure.is_none() && out.len() < limit
-            })?;
-        }
+        let mut more = true;
+        self.journal.for_each_newest(&mut |r| {
+            match r {
+                Ok(r) => more = issuance_of(&r).is_none_or(&mut *f),
+                Err(e) => failure = Some(e),
+            }
+            failure.is_none() && more
+        })?;
         if let Some(e) = failure {
             return Err(Error::Corrupt(format!("issuance log: {e}")));
         }
         if let Some(legacy) = &self.legacy {
             for r in legacy.log.iter().values().rev().map(Legacy::record) {
-                if out.len() >= limit {
+                if !more {
                     break;
                 }
-                out.push(r?);
+                more = f(r?);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn for_each_issuance(&self, f: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error> {

@@ -111,3 +111,73 @@ fn an_issuance_claims_what_verifying_its_leaf_finds() {
     assert_eq!(peer.leaf.not_after, issuance.leaf.not_after);
     assert_eq!(issuance.bundle.sequence, ca.ca().bundle_sequence());
 }
+
+/// What a restarted server reads back from the log to recognise the leaves it issued
+/// before the restart: the newest first, only while unexpired and while their root is in
+/// the bundle, under the bundle sequence they chain to.
+#[test]
+fn the_log_gives_back_the_leaves_a_restarted_server_may_recognise() {
+    let mut ca = TestCa::create(support::settings(KeyType::EcP256));
+    let key = PrivateKey::generate(KeyType::EcP256).expect("key");
+    let first = support::issue(ca.ca(), &key, HOUR).issuance;
+    let second = support::issue(ca.ca(), &key, 2 * HOUR).issuance;
+    ca.reopen();
+    let fingerprint = |i: &writ_ca::Issuance| {
+        let d = ring::digest::digest(&ring::digest::SHA256, &i.leaf.der);
+        <[u8; 32]>::try_from(d.as_ref()).expect("32 bytes")
+    };
+    let recent = |limit, at| ca.ca().recent_leaves(limit, at).expect("log");
+    let now = SystemTime::now();
+    let r = recent(16, now);
+    assert_eq!(r.bundle_sequence, ca.ca().bundle_sequence());
+    let found: Vec<_> = r.leaves.iter().map(|l| l.fingerprint).collect();
+    assert_eq!(
+        found,
+        [fingerprint(&second), fingerprint(&first)],
+        "newest first"
+    );
+    assert_eq!(r.leaves[1].id, first.id);
+    let whole_seconds = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(
+        whole_seconds(r.leaves[1].not_after),
+        whole_seconds(first.leaf.not_after)
+    );
+    assert_eq!(recent(1, now).leaves.len(), 1, "at most the limit");
+    let later = now + HOUR + Duration::from_secs(60);
+    let left: Vec<_> = recent(16, later)
+        .leaves
+        .iter()
+        .map(|l| l.fingerprint)
+        .collect();
+    assert_eq!(left, [fingerprint(&second)], "the expired leaf is left out");
+    ca.ca().deny(&first.id, "test", now).expect("deny");
+    assert!(
+        recent(16, now).leaves.is_empty(),
+        "a denied identity's leaves"
+    );
+    ca.ca().allow(&first.id).expect("allow");
+
+    // A rotation: the previous root stays in the bundle (under a new sequence), then
+    // leaves it, and its leaves with it.
+    ca.ca().prepare(None, now).expect("prepare");
+    ca.ca().activate(true, now).expect("activate");
+    let r = recent(16, now);
+    assert_eq!(r.bundle_sequence, ca.ca().bundle_sequence());
+    assert_eq!(
+        r.leaves.len(),
+        2,
+        "the previous root still vouches for them"
+    );
+    let third = support::issue(ca.ca(), &key, HOUR).issuance;
+    ca.ca().retire(true, now).expect("retire");
+    let found: Vec<_> = recent(16, now)
+        .leaves
+        .iter()
+        .map(|l| l.fingerprint)
+        .collect();
+    assert_eq!(
+        found,
+        [fingerprint(&third)],
+        "a retired root's leaves are left out"
+    );
+}

@@ -453,6 +453,16 @@ fn import_then_rotate() {
     // The imported root's own constraints are only checked on the whole path, so the
     // server must not take this leaf on trust as one of its own.
     assert!(!issued.own_root);
+    // Nor after a restart: the log's record of it is not read back as one of its own.
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, &issued.chain[0]);
+    let recent = ca.ca().recent_leaves(16, SystemTime::now()).expect("log");
+    assert!(
+        recent
+            .leaves
+            .iter()
+            .all(|l| l.fingerprint[..] != *fingerprint.as_ref()),
+        "{recent:?}"
+    );
     let chain = &issued.chain;
     assert_eq!(chain.len(), 4, "leaf, ca, mid, cross-signed root");
     assert_eq!(chain[1], ext.der("ca-cert.pem"));

@@ -257,8 +257,11 @@ mod tests {
             }
             Ok(())
         }
-        fn recent_issuance(&self, _: usize) -> Result<Vec<IssuanceRecord>, Error> {
-            Ok(Vec::new())
+        fn for_each_recent_issuance(
+            &self,
+            _: &mut dyn FnMut(IssuanceRecord) -> bool,
+        ) -> Result<(), Error> {
+            Ok(())
         }
         fn for_each_issuance(&self, _: &mut dyn FnMut(&IssuanceRecord)) -> Result<(), Error> {
             Ok(())

@@ -97,7 +97,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         previous_trust_domains: settings.ca.trust_domain_aliases.clone(),
         ..BootstrapSettings::default()
     };
-    let (authority, bootstrap, created) = tokio::task::spawn_blocking(move || {
+    let (authority, bootstrap, created, recent) = tokio::task::spawn_blocking(move || {
         let store = Arc::new(SledStore::open_with(&db_path, store_options)?);
         let td = ca_settings.trust_domain.clone();
         let (sealer, new_kek) = writ_ca::seal::unlock(store.as_ref(), protection)?;
@@ -108,10 +108,23 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         // Same store as the CA: token state lives (and is backed up) with the CA state.
         let bootstrap =
             Bootstrap::open_sealed(authority.store().clone(), td, token_settings, &sealer)?;
-        Ok::<_, Error>((authority, bootstrap, created))
+        let recent = authority.recent_leaves(peers::CAPACITY, std::time::SystemTime::now());
+        Ok::<_, Error>((authority, bootstrap, created, recent))
     })
     .await
     .map_err(|_| Error::Config("CA start-up task failed".into()))??;
+    let peers = peers::PeerCache::default();
+    match recent {
+        Ok(recent) => {
+            let restored = peers.restore(recent);
+            tracing::info!(
+                leaves = restored,
+                "leaves issued before this start recognised"
+            );
+        }
+        // Only a cost: those agents' chains are verified in full when they reconnect.
+        Err(e) => tracing::warn!(error = %e, "cannot read recent issuance back from the log"),
+    }
     let authority = Arc::new(authority);
     let platform =
         platform::PlatformAuth::load(&settings.jwt_issuers, settings.ca.trust_domain.clone())?;
@@ -138,7 +151,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         serving: serving.clone(),
         listen: addr,
         rotation_wake: tokio::sync::Notify::new(),
-        peers: Default::default(),
+        peers,
         platform,
         committer: committer.clone(),
         auth_limit: limits::AuthLimiter::new(&settings.limits),

@@ -8,17 +8,25 @@
 //! every agent does at its next rotation) is not verified again. That is one ECDSA
 //! verification and a certificate parse less per new connection, about a tenth of the
 //! server's work for a renewal on a fresh connection.
+//!
+//! After a restart the cache is filled from the issuance log ([`PeerCache::restore`]), so
+//! a fleet reconnecting after an outage costs what it did before it. The log records a
+//! leaf's fingerprint, identity and expiry but not its DNS names, so such an entry is
+//! completed from the certificate itself the first time it is presented.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use writ_ca::SpiffeId;
+use writ_ca::{RecentLeaves, SpiffeId};
 
 /// Entries in one half of the cache. When the newer half fills it replaces the older,
 /// so the cache holds the latest 16,384 to 32,768 leaves (a few MiB) however many distinct
 /// certificates arrive, and a fleet of that many agents per server keeps hitting it.
 const HALF: usize = 16_384;
+
+/// The most leaves the cache holds: how many a restart reads back from the log.
+pub(crate) const CAPACITY: usize = 2 * HALF;
 
 /// Verified leaves by SHA-256 of their DER, newest half first.
 #[derive(Default)]
@@ -59,6 +67,21 @@ pub(crate) enum Origin {
     Verified,
     /// This server issued it.
     Issued,
+    /// This server's issuance log says it issued it, before the last restart; its DNS
+    /// names are not known yet (see [`Verified::completed`]).
+    Restored,
+}
+
+impl Verified {
+    /// A restored entry made whole with the DNS names of the certificate presented,
+    /// whose fingerprint matched the log's: the same bytes the server signed.
+    pub(crate) fn completed(self, dns_names: Vec<String>) -> Self {
+        Verified {
+            dns_names,
+            origin: Origin::Issued,
+            ..self
+        }
+    }
 }
 
 impl PeerCache {
@@ -92,9 +115,8 @@ impl PeerCache {
         bundle_sequence: u64,
         origin: Origin,
     ) {
-        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
-        halves.insert(
-            digest(leaf),
+        self.put_verified(
+            leaf,
             Verified {
                 id,
                 dns_names,
@@ -103,6 +125,32 @@ impl PeerCache {
                 bundle_sequence,
             },
         );
+    }
+
+    /// Remembers what `leaf` proves.
+    pub(crate) fn put_verified(&self, leaf: &[u8], verified: Verified) {
+        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
+        halves.insert(digest(leaf), verified);
+    }
+
+    /// Enters leaves read back from the issuance log, oldest first so the newest end up
+    /// in the newer half. Returns how many.
+    pub(crate) fn restore(&self, recent: RecentLeaves) -> usize {
+        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
+        let count = recent.leaves.len();
+        for leaf in recent.leaves.into_iter().rev() {
+            halves.insert(
+                leaf.fingerprint,
+                Verified {
+                    id: leaf.id,
+                    dns_names: Vec::new(),
+                    origin: Origin::Restored,
+                    not_after: leaf.not_after,
+                    bundle_sequence: recent.bundle_sequence,
+                },
+            );
+        }
+        count
     }
 }
 
@@ -153,6 +201,34 @@ mod tests {
         assert!(c.get(b"other", 7, now).is_none());
         c.forget(&id);
         assert!(c.get(b"leaf", 7, now).is_none(), "forgotten after a deny");
+    }
+
+    #[test]
+    fn restored_leaves_are_found_by_fingerprint_until_completed() {
+        let c = PeerCache::default();
+        let id = SpiffeId::parse("spiffe://td/a").unwrap();
+        let now = SystemTime::now();
+        let leaf = |der: &[u8]| writ_ca::RecentLeaf {
+            fingerprint: digest(der),
+            id: id.clone(),
+            not_after: now + Duration::from_secs(60),
+        };
+        let restored = c.restore(RecentLeaves {
+            bundle_sequence: 3,
+            leaves: vec![leaf(b"newer"), leaf(b"older")],
+        });
+        assert_eq!(restored, 2);
+        let hit = c.get(b"older", 3, now).unwrap();
+        assert_eq!((&hit.id, hit.origin), (&id, Origin::Restored));
+        assert!(hit.dns_names.is_empty());
+        assert!(c.get(b"newer", 4, now).is_none(), "another bundle");
+        assert!(c.get(b"stranger", 3, now).is_none());
+
+        let dns = vec!["web.internal".to_owned()];
+        c.put_verified(b"older", hit.completed(dns.clone()));
+        let hit = c.get(b"older", 3, now).unwrap();
+        assert_eq!((hit.origin, hit.dns_names), (Origin::Issued, dns));
+        assert!(c.get(b"older", 3, now + Duration::from_secs(61)).is_none());
     }
 
     #[test]

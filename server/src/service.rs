@@ -11,13 +11,13 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 use writ_bootstrap::SecretToken;
-use writ_ca::{AuthMethod, Caller, Csr, Issuance, KeyType, OverMax, SanMode};
+use writ_ca::{AuthMethod, Caller, CertInfo, Csr, Issuance, KeyType, OverMax, SanMode};
 use writ_proto::v1::{self, ca_server::Ca};
 
 use crate::convert;
 use crate::error::{bootstrap_status, ca_status};
 use crate::metrics::CertCheck;
-use crate::peers::Origin;
+use crate::peers::{Origin, Verified};
 use crate::state::Shared;
 
 /// The public CA service.
@@ -59,10 +59,17 @@ impl Shared {
         })?;
         let now = SystemTime::now();
         let sequence = self.authority.bundle_sequence();
-        if let Some(known) = self.peers.get(&certs[0], sequence, now) {
+        let known = self
+            .peers
+            .get(&certs[0], sequence, now)
+            .and_then(|known| match known.origin {
+                Origin::Restored => self.complete_restored(&certs[0], known),
+                _ => Some(known),
+            });
+        if let Some(known) = known {
             self.metrics.client_cert(match known.origin {
                 Origin::Verified => CertCheck::Cached,
-                Origin::Issued => CertCheck::Issued,
+                Origin::Issued | Origin::Restored => CertCheck::Issued,
             });
             return Ok(Credential::Proven(Caller {
                 id: known.id,
@@ -89,6 +96,20 @@ impl Shared {
             dns_allowed: peer.leaf.dns_names,
             method: AuthMethod::Mtls,
         }))
+    }
+
+    /// A leaf the issuance log says this server issued, presented for the first time
+    /// since the restart: its bytes hash to what was signed, so reading its DNS names from
+    /// it (no signature to check) completes the entry. `None` (verify it in full) if it
+    /// does not parse or names another identity than the log.
+    fn complete_restored(&self, leaf: &[u8], known: Verified) -> Option<Verified> {
+        let info = CertInfo::parse(leaf).ok()?;
+        if info.spiffe_id().ok()? != known.id {
+            return None;
+        }
+        let completed = known.completed(info.dns_names);
+        self.peers.put_verified(leaf, completed.clone());
+        Some(completed)
     }
 
     /// Sorts a bearer token by the issuer it claims: a configured platform issuer's JWT is
