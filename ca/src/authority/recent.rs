@@ -44,8 +44,8 @@ impl Authority {
     /// Of the newest `limit` issuance records, the leaves unexpired at `now` that chain
     /// to a root of this CA's own that is still in the bundle: signed by the active or the
     /// previous generation, not an imported one (its external root may constrain names
-    /// the log does not record). The server's own serving certificates and denied
-    /// identities are left out.
+    /// the log does not record), for an identity in the CA's trust domain that is not
+    /// denied. The server's own serving certificates are left out.
     pub fn recent_leaves(&self, limit: usize, now: SystemTime) -> Result<RecentLeaves, Error> {
         let (bundle_sequence, signers) = {
             let state = self.read();
@@ -76,8 +76,11 @@ impl Authority {
                 r.not_after > now && r.auth != "internal" && signers.contains(&r.generation);
             if let Some(leaf) = wanted.then(|| recent_leaf(&r)).flatten() {
                 // Issuance refuses a denied identity anyway; its leaves are not taken on
-                // trust either, as a deny drops them from a running server's cache.
-                if self.denied.check(&leaf.id).is_ok() {
+                // trust either, as a deny drops them from a running server's cache. A
+                // leaf of another trust domain (one the CA has since moved from, kept as
+                // an alias) must go through `verify_client`, which maps its identity.
+                let ours = leaf.id.is_member_of(&self.settings.trust_domain);
+                if ours && self.denied.check(&leaf.id).is_ok() {
                     leaves.push(leaf);
                 }
             }
