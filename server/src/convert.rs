@@ -9,9 +9,15 @@ use writ_proto::{admin, v1};
 
 /// A bundle as the protocol carries it.
 pub(crate) fn bundle(b: &TrustBundle) -> v1::TrustBundle {
+    owned_bundle(b.clone())
+}
+
+/// [`bundle`] for a bundle the caller owns: its roots move instead of being copied (every
+/// signing answer carries one).
+fn owned_bundle(b: TrustBundle) -> v1::TrustBundle {
     v1::TrustBundle {
         trust_domain: b.trust_domain.to_string(),
-        roots: b.roots.clone(),
+        roots: b.roots,
         sequence: b.sequence,
         refresh_hint_seconds: b.refresh_hint.as_secs(),
     }
@@ -20,7 +26,7 @@ pub(crate) fn bundle(b: &TrustBundle) -> v1::TrustBundle {
 /// An issuance as the protocol carries it.
 pub(crate) fn sign_response(i: Issuance) -> v1::SignResponse {
     v1::SignResponse {
-        bundle: Some(bundle(&i.bundle)),
+        bundle: Some(owned_bundle(i.bundle)),
         serial: i.leaf.serial,
         spiffe_id: i.id.to_string(),
         not_after: unix(i.leaf.not_after),
