@@ -9,21 +9,16 @@
 # measured only as a throughput reference for "a CA signing P-256 CSRs over the network".
 set -euo pipefail
 secs=${1:-10}
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need cfssl golang-cfssl
 need wrk wrk
 
 echo "== building writ (release)"
-(cd "$here" && cargo build --release -q)
-writ="$here/target/release/writ"
+source "$(dirname "$0")/setup.sh"
 
 echo "== writ: renew mode, P-256 CA, 2 connections, 64 in flight, ${secs}s"
 # A throwaway CA: unencrypted keys (--dev), and allowed to run as root on a test machine.
-as_root=(); [ "$(id -u)" = 0 ] && as_root=(--allow-root)
 "$writ" server --dev "${as_root[@]}" --data-dir "$work/writ" --listen 127.0.0.1:0 -o json > "$work/writ.json" 2>"$work/writ.log" &
 for _ in $(seq 50); do [ -s "$work/writ.json" ] && break; sleep 0.1; done
 addr=$(python3 -c "import json,sys;print(json.load(open('$work/writ.json'))['listen'])")

@@ -9,12 +9,7 @@
 # entries: a CA's audit log should never contain anything it did not do.
 set -euo pipefail
 fill=${1:-150}
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-(cd "$here" && cargo build --release -q)
-writ="$here/target/release/writ"
-as_root=(); [ "$(id -u)" = 0 ] && as_root=(--allow-root)
+source "$(dirname "$0")/setup.sh"
 ulimit -n "$(ulimit -Hn)"
 
 start() {

@@ -11,12 +11,7 @@
 # per renewal and is not comparable with `writ bench`.
 set -euo pipefail
 n=${1:-400}
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-(cd "$here" && cargo build --release -q)
-writ="$here/target/release/writ"
-as_root=(); [ "$(id -u)" = 0 ] && as_root=(--allow-root)
+source "$(dirname "$0")/setup.sh"
 
 start() {
   rm -f "$work/server.json"
