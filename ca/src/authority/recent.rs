@@ -64,13 +64,10 @@ impl Authority {
         // Streamed rather than collected: the log's records are several times the size of
         // what is kept from them.
         let (mut leaves, mut read) = (Vec::new(), 0);
-        if limit == 0 {
-            return Ok(RecentLeaves {
-                bundle_sequence,
-                leaves,
-            });
-        }
         self.store.for_each_recent_issuance(&mut |r| {
+            if read >= limit {
+                return false;
+            }
             read += 1;
             let wanted =
                 r.not_after > now && r.auth != "internal" && signers.contains(&r.generation);
