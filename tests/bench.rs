@@ -220,6 +220,7 @@ fn every_mode_runs_against_a_real_server_and_reports_what_it_measured() {
 
     let watch = bench(&server, &["--mode", "watch", "--watchers", "10"]);
     assert_eq!(watch["connected"], 10, "{watch}");
+    assert_eq!(watch["transport"], "push", "{watch}");
     assert_eq!(watch["reached"], 10, "{watch}");
     assert!(
         watch["server_rss_with_watchers_mib"].as_f64().unwrap() > 0.0,

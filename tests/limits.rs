@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Server, assert_success};
 use tonic::Code;
 use writ_agent::client::{ServerTrust, channel, client_config, connect};
-use writ_agent::files::{Identity, read_identity};
+use writ_agent::files::Identity;
 use writ_ca::{KeyType, PrivateKey, SpiffeId, TrustDomain, build_csr};
 use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{GetBundleRequest, SignRequest};
@@ -34,13 +34,7 @@ fn start(tmp: &Path) -> Server {
 }
 
 fn identity(server: &Server, tmp: &Path) -> Identity {
-    let dir = tmp.join("web");
-    let d = dir.display().to_string();
-    assert_success(
-        &server.admin(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &d]),
-        &["x509", "mint"],
-    );
-    read_identity(&dir).unwrap().unwrap()
+    common::mint_identity(server, &tmp.join("web"), ID)
 }
 
 fn trust(me: &Identity) -> ServerTrust {

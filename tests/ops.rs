@@ -6,15 +6,9 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{LoggedServer, Server, assert_success, http_get, metric, writ, writ_json};
+use common::{LoggedServer, Server, assert_success, http_get, metric, scrape, writ, writ_json};
 
 const ID: &str = "spiffe://cluster.local/ns/prod/sa/api";
-
-fn scrape(server: &Server) -> String {
-    let (code, page) = http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
-    assert_eq!(code, 200, "{page}");
-    page
-}
 
 #[test]
 fn metrics_count_signing_by_method_and_result() {
@@ -39,7 +33,16 @@ fn metrics_count_signing_by_method_and_result() {
 
     let page = scrape(&server);
     assert_eq!(metric(&page, "writ_server_ready", ""), Some(1.0));
-    assert_eq!(metric(&page, "writ_server_bundle_watchers", ""), Some(0.0));
+    for transport in ["grpc", "push"] {
+        assert_eq!(
+            metric(
+                &page,
+                "writ_server_bundle_watchers",
+                &format!("transport=\"{transport}\"")
+            ),
+            Some(0.0)
+        );
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -396,7 +399,11 @@ fn agent_metrics_follow_rotation() {
     );
     let server_page = scrape(&server);
     assert_eq!(
-        metric(&server_page, "writ_server_bundle_watchers", ""),
+        metric(
+            &server_page,
+            "writ_server_bundle_watchers",
+            "transport=\"push\""
+        ),
         Some(1.0),
         "{server_page}"
     );
@@ -414,6 +421,12 @@ fn agent_metrics_follow_rotation() {
     // The server notices the watcher went away.
     assert!(common::wait_until(
         std::time::Duration::from_secs(10),
-        || { metric(&scrape(&server), "writ_server_bundle_watchers", "") == Some(0.0) }
+        || {
+            metric(
+                &scrape(&server),
+                "writ_server_bundle_watchers",
+                "transport=\"push\"",
+            ) == Some(0.0)
+        }
     ));
 }

@@ -16,6 +16,7 @@ pub mod rotation;
 pub mod schedule;
 pub mod status;
 pub mod uninstall;
+pub mod watch;
 pub mod workload;
 
 pub use error::Error;

@@ -13,15 +13,15 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use writ_ca::KeyType;
-use writ_proto::v1::GetBundleRequest;
 
-use crate::client::{ServerTrust, connect};
+use crate::client::ServerTrust;
 use crate::files::{self, Identity};
 use crate::metrics::AgentMetrics;
 use crate::platform::{self, JwtSource};
 use crate::renew::{RenewOptions, renew};
 use crate::schedule::Schedule;
 use crate::status::{AgentStatus, rfc3339};
+use crate::watch::{BundleWatch, Transport};
 use crate::{Error, hook, workload};
 
 /// How the agent runs.
@@ -307,8 +307,9 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
     }
 }
 
-/// Follows the CA's bundle stream for as long as the agent runs, reconnecting with backoff,
-/// and swaps each new bundle into the files and the Workload API at once.
+/// Follows the CA's bundle for as long as the agent runs (over the push channel when the
+/// server offers it), reconnecting with backoff, and swaps each new bundle into the files
+/// and the Workload API at once.
 async fn follow_bundle(agent: Arc<Agent>, shutdown: CancellationToken) {
     loop {
         let open = || async {
@@ -318,26 +319,21 @@ async fn follow_bundle(agent: Arc<Agent>, shutdown: CancellationToken) {
                 trust_domain: id.trust_domain(),
                 roots: current.bundle.clone(),
             };
-            let mut client = connect(&agent.opts.server, trust, Some(&current)).await?;
-            client
-                .watch_bundle(GetBundleRequest {})
-                .await
-                .map(|r| r.into_inner())
-                .map_err(Error::from_status)
+            BundleWatch::open(&agent.opts.server, trust, Some(&current), Transport::Auto).await
         };
         let backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
-        let mut stream = tokio::select! {
+        let mut watch = tokio::select! {
             _ = shutdown.cancelled() => return,
             s = open.retry(backoff).notify(|e: &Error, pause: Duration| {
-                tracing::debug!(error = %e, retry_in = ?pause, "bundle stream unavailable");
+                tracing::debug!(error = %e, retry_in = ?pause, "bundle watch unavailable");
             }) => match s {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "bundle stream refused");
+                    tracing::warn!(error = %e, "bundle watch refused");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(10)) => continue,
@@ -345,10 +341,14 @@ async fn follow_bundle(agent: Arc<Agent>, shutdown: CancellationToken) {
                 }
             },
         };
+        tracing::debug!(
+            transport = watch.transport().as_str(),
+            "following the trust bundle"
+        );
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                m = stream.message() => m,
+                m = watch.next() => m,
             };
             match msg {
                 Ok(Some(bundle)) => {
@@ -357,7 +357,7 @@ async fn follow_bundle(agent: Arc<Agent>, shutdown: CancellationToken) {
                     }
                 }
                 Ok(None) | Err(_) => {
-                    tracing::debug!("bundle stream ended; reconnecting");
+                    tracing::debug!("bundle watch ended; reconnecting");
                     break;
                 }
             }

@@ -1,14 +1,15 @@
-//! `writ bench --mode watch`: many agents holding `WatchBundle` streams at once, what they
-//! cost the server in resident memory, and how fast a bundle change reaches all of them.
+//! `writ bench --mode watch`: many agents holding bundle watches at once (over the push
+//! channel or gRPC's `WatchBundle`), what they cost the server in resident memory, and how
+//! fast a bundle change reaches all of them.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
-use writ_agent::client::{ServerTrust, connect};
+use writ_agent::client::ServerTrust;
 use writ_agent::files::Identity;
-use writ_proto::v1::GetBundleRequest;
+use writ_agent::watch::{BundleWatch, Transport};
 
 use crate::Error;
 
@@ -16,8 +17,10 @@ use crate::Error;
 pub struct WatchOptions {
     /// The server, `host:port`.
     pub server: String,
-    /// Streams to hold, each on its own mTLS connection (one per agent).
+    /// Watches to hold, each on its own connection (one per agent).
     pub watchers: usize,
+    /// The protocol they watch over.
+    pub transport: Transport,
     /// The identity every watcher presents.
     pub identity: Identity,
     /// The server's pid, to read its resident memory.
@@ -33,6 +36,8 @@ pub struct WatchOptions {
 pub struct WatchReport {
     /// Streams asked for.
     pub watchers: usize,
+    /// What the first watch ran on: `push` or `grpc`.
+    pub transport: &'static str,
     /// Streams that were open and had their first bundle when the change was made.
     pub connected: usize,
     /// Seconds to open them all.
@@ -100,7 +105,7 @@ where
             .trust_domain(),
         roots: opts.identity.bundle.clone(),
     };
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<&'static str, String>>();
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Instant>();
     let started = Instant::now();
     // Opening 10,000 TLS connections at once would only measure the accept queue; a
@@ -116,36 +121,32 @@ where
             gate.clone(),
         );
         let identity = opts.identity.try_clone().map_err(writ_agent::Error::from)?;
+        let transport = opts.transport;
         tasks.push(tokio::spawn(async move {
             let stream = {
                 let _permit = gate.acquire().await;
                 let opened = async {
-                    let mut client = connect(&server, trust, Some(&identity))
+                    let mut watch = BundleWatch::open(&server, trust, Some(&identity), transport)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let mut stream = client
-                        .watch_bundle(GetBundleRequest {})
+                    let first = watch
+                        .next()
                         .await
-                        .map_err(|s| s.to_string())?
-                        .into_inner();
-                    let first = stream
-                        .message()
-                        .await
-                        .map_err(|s| s.to_string())?
+                        .map_err(|e| e.to_string())?
                         .ok_or("stream ended")?;
-                    Ok::<_, String>((client, stream, first.sequence))
+                    Ok::<_, String>((watch, first.sequence))
                 };
                 opened.await
             };
-            let (_client, mut stream, first) = match stream {
+            let (mut watch, first) = match stream {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = ready.send(Err(e));
                     return;
                 }
             };
-            let _ = ready.send(Ok(first));
-            while let Ok(Some(b)) = stream.message().await {
+            let _ = ready.send(Ok(watch.transport().as_str()));
+            while let Ok(Some(b)) = watch.next().await {
                 if b.sequence > first {
                     let _ = seen.send(Instant::now());
                     break;
@@ -158,11 +159,15 @@ where
     drop(ready_tx);
     drop(seen_tx);
     let mut connected = 0;
+    let mut used = None;
     let mut failures = 0;
     let mut first_error = None;
     while let Some(r) = ready_rx.recv().await {
         match r {
-            Ok(_) => connected += 1,
+            Ok(t) => {
+                connected += 1;
+                used.get_or_insert(t);
+            }
             Err(e) => {
                 failures += 1;
                 first_error.get_or_insert(e);
@@ -207,6 +212,7 @@ where
     };
     Ok(WatchReport {
         watchers: opts.watchers,
+        transport: used.unwrap_or("none"),
         connected,
         connect_seconds,
         server_rss_before_mib: rss_before,

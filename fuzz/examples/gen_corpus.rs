@@ -210,6 +210,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fs::write(dir.join(format!("{name}.bin")), bytes)?;
     }
 
+    // push_frames: the bundle push channel as an agent reads it — one frame, a bundle
+    // and its change back to back, and a frame cut short.
+    let dir = target_dir(&corpus, "push_frames")?;
+    let current = v1::TrustBundle {
+        trust_domain: "example.org".into(),
+        roots: issued.bundle.roots.clone(),
+        sequence: 1,
+        refresh_hint_seconds: 300,
+    };
+    let mut changed = current.clone();
+    changed.roots.push(issued.chain[issued.chain.len() - 1].clone());
+    changed.sequence = 2;
+    let one = writ_proto::push::encode(&current);
+    let mut two = one.clone();
+    two.extend(writ_proto::push::encode(&changed));
+    fs::write(dir.join("one.bin"), &one)?;
+    fs::write(dir.join("two.bin"), &two)?;
+    fs::write(dir.join("cut.bin"), &two[..one.len() + 7])?;
+
     // server_config: example TOML files.
     let dir = target_dir(&corpus, "server_config")?;
     fs::write(dir.join("minimal.toml"), "trust_domain = \"example.org\"\n")?;

@@ -8,11 +8,13 @@
 //!
 //! Beside them, what every writ endpoint speaks the same way: the message codec
 //! ([`codec`]), write coalescing under HTTP/2 ([`coalesce`]) and the TLS cipher-suite
-//! preference ([`tls`]).
+//! preference ([`tls`]); and the one protocol that is not gRPC, the bundle push channel
+//! ([`push`]).
 #![forbid(unsafe_code)]
 
 pub mod coalesce;
 pub mod codec;
+pub mod push;
 pub mod tls;
 
 /// Generated code, nested as the proto packages are so cross-package paths resolve.

@@ -19,6 +19,7 @@ pub mod limits;
 mod metrics;
 mod peers;
 mod platform;
+mod push;
 mod renewal;
 mod rotation;
 mod service;
@@ -173,7 +174,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         )
         .serve_with_incoming_shutdown(admin_incoming, shutdown.clone().cancelled_owned());
 
-    let incoming = accept_tls(listener, tls, shutdown.clone());
+    let pusher = push::Pusher::new(
+        shared.bundle_tx.subscribe(),
+        shared.metrics.clone(),
+        shutdown.clone(),
+    );
+    let incoming = accept_tls(listener, tls, pusher, shutdown.clone());
     let grpc_server = settings
         .limits
         .server()
@@ -238,10 +244,12 @@ fn prepare_data_dir(dir: &Path) -> Result<(), Error> {
 }
 
 /// Accepts TCP connections and completes TLS handshakes concurrently, so one slow client
-/// cannot hold up the others.
+/// cannot hold up the others; connections that chose the bundle push channel stay here,
+/// the rest go to the gRPC server.
 fn accept_tls(
     listener: TcpListener,
     tls: TlsAcceptor,
+    pusher: push::Pusher,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<Coalesced<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(128);
@@ -262,8 +270,14 @@ fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let tls = tls.clone();
             let tx = tx.clone();
+            let pusher = pusher.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    // A task of its own, so the handshake's state is freed now, not
+                    // kept for the connection's life.
+                    Ok(Ok(stream)) if push::Pusher::chosen(&stream) => {
+                        tokio::spawn(pusher.serve(Box::new(stream)));
+                    }
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(Coalesced::new(stream))).await;
                     }

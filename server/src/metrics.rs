@@ -77,7 +77,9 @@ pub(crate) struct ServerMetrics {
     client_cert_checks: Family<Labels, Counter>,
     /// The `client_cert_checks` counters, kept so a renewal does not build labels.
     client_cert_counters: [Counter; 4],
-    bundle_watchers: Gauge,
+    bundle_watchers: Family<Labels, Gauge>,
+    /// The `bundle_watchers` gauges, by [`WatchTransport`].
+    watcher_gauges: [Gauge; 2],
     commit_flushes: Family<Labels, Counter>,
     commit_batch: Histogram,
     commit_flush_duration: Histogram,
@@ -100,7 +102,8 @@ impl ServerMetrics {
             auth_failures: Family::default(),
             client_cert_checks: Family::default(),
             client_cert_counters: Default::default(),
-            bundle_watchers: Gauge::default(),
+            bundle_watchers: Family::default(),
+            watcher_gauges: Default::default(),
             commit_flushes: Family::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS.iter().copied()),
             commit_flush_duration: Histogram::new(FLUSH_BUCKETS.iter().copied()),
@@ -109,6 +112,11 @@ impl ServerMetrics {
             ready: Gauge::default(),
             registry: std::sync::Mutex::new(None),
         };
+        m.watcher_gauges = [WatchTransport::Grpc, WatchTransport::Push].map(|t| {
+            m.bundle_watchers
+                .get_or_create(&vec![("transport", t.as_str().to_owned())])
+                .clone()
+        });
         m.client_cert_counters = [
             CertCheck::Cached,
             CertCheck::Verified,
@@ -154,7 +162,7 @@ impl ServerMetrics {
         );
         r.register(
             "writ_server_bundle_watchers",
-            "WatchBundle streams currently open",
+            "Bundle watches currently open, by transport: grpc (the WatchBundle stream) or push (the writ-bundle/1 channel)",
             m.bundle_watchers.clone(),
         );
         r.register(
@@ -241,10 +249,11 @@ impl ServerMetrics {
         }
     }
 
-    /// Counts an open WatchBundle stream for as long as the guard lives.
-    pub(crate) fn watcher(self: &Arc<Self>) -> WatcherGuard {
-        self.bundle_watchers.inc();
-        WatcherGuard(self.clone())
+    /// Counts an open bundle watch for as long as the guard lives.
+    pub(crate) fn watcher(&self, transport: WatchTransport) -> WatcherGuard {
+        let gauge = self.watcher_gauges[transport as usize].clone();
+        gauge.inc();
+        WatcherGuard(gauge)
     }
 
     /// Counts one client certificate chain checked.
@@ -305,12 +314,30 @@ pub(crate) fn presented<T>(req: &Request<T>) -> &'static str {
     }
 }
 
-/// Decrements the watcher gauge when a WatchBundle stream ends.
-pub(crate) struct WatcherGuard(Arc<ServerMetrics>);
+/// How a client watches the bundle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WatchTransport {
+    /// gRPC's `WatchBundle` stream.
+    Grpc = 0,
+    /// The `writ-bundle/1` push channel.
+    Push = 1,
+}
+
+impl WatchTransport {
+    fn as_str(self) -> &'static str {
+        match self {
+            WatchTransport::Grpc => "grpc",
+            WatchTransport::Push => "push",
+        }
+    }
+}
+
+/// Decrements its watcher gauge when the watch ends.
+pub(crate) struct WatcherGuard(Gauge);
 
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
-        self.0.bundle_watchers.dec();
+        self.0.dec();
     }
 }
 

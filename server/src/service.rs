@@ -374,7 +374,10 @@ impl Ca for CaService {
         &self,
         _req: Request<v1::GetBundleRequest>,
     ) -> Result<Response<Self::WatchBundleStream>, Status> {
-        let watching = self.shared.metrics.watcher();
+        let watching = self
+            .shared
+            .metrics
+            .watcher(crate::metrics::WatchTransport::Grpc);
         let stream = WatchStream::new(self.shared.bundle_tx.subscribe()).map(move |b| {
             // The guard lives as long as the stream: the gauge drops when the client goes.
             let _ = &watching;

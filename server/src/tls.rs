@@ -131,7 +131,8 @@ impl ClientCertVerifier for PossessionOnly {
     }
 }
 
-/// The rustls server configuration: TLS 1.3, HTTP/2, optional client certificates.
+/// The rustls server configuration: TLS 1.3, HTTP/2 or the bundle push channel, optional
+/// client certificates.
 pub fn server_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
     let provider = provider();
     let verifier = Arc::new(PossessionOnly {
@@ -142,7 +143,8 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // Push first: the server's order decides, and only writ's agent offers it.
+    config.alpn_protocols = vec![writ_proto::push::ALPN.to_vec(), b"h2".to_vec()];
     // The server's suite order (see `writ_proto::tls`) wins over the client's, so
     // istio-agent, Envoy and OpenSSL clients get the cheaper handshake too.
     config.ignore_client_order = true;

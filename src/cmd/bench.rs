@@ -2,6 +2,7 @@
 
 use clap::{Args as ClapArgs, ValueEnum};
 use writ_agent::files::Identity;
+use writ_agent::watch::Transport;
 use writ_bench::watch::WatchOptions;
 use writ_bench::{BenchOptions, Mode, Report};
 use writ_ca::{KeyType, PrivateKey, SpiffeId, Ttl, build_csr};
@@ -39,6 +40,10 @@ pub struct Args {
     /// Bundle-watch streams to hold (watch mode), each on its own connection.
     #[arg(long, default_value_t = 1000)]
     watchers: usize,
+    /// What the watchers watch over (watch mode): auto (push when the server offers it,
+    /// as the agent does), push or grpc.
+    #[arg(long, default_value = "auto")]
+    watch_transport: Transport,
     /// Tokens to mint for bootstrap mode.
     #[arg(long, default_value_t = 2000)]
     tokens: usize,
@@ -150,6 +155,7 @@ async fn watch(
         WatchOptions {
             server: a.server,
             watchers: a.watchers,
+            transport: a.watch_transport,
             identity,
             server_pid,
             timeout: std::time::Duration::from_secs(30),
@@ -171,8 +177,8 @@ async fn watch(
         Format::Text => {
             let mib = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} MiB"));
             println!(
-                "watch: {} of {} streams open in {:.1}s",
-                report.connected, report.watchers, report.connect_seconds
+                "watch: {} of {} streams open in {:.1}s over {}",
+                report.connected, report.watchers, report.connect_seconds, report.transport
             );
             println!(
                 "  server memory:  {} before, {} with the streams ({} KiB per stream)",

@@ -278,6 +278,24 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((code, body.to_owned()))
 }
 
+/// Mints `id` through `server`'s admin socket into `dir` (`writ x509 mint`) and reads it
+/// back as an agent would.
+pub fn mint_identity(server: &Server, dir: &Path, id: &str) -> writ_agent::files::Identity {
+    let d = dir.display().to_string();
+    assert_success(
+        &server.admin(&["x509", "mint", "--spiffe-id", id, "--out-dir", &d]),
+        &["x509", "mint"],
+    );
+    writ_agent::files::read_identity(dir).unwrap().unwrap()
+}
+
+/// The server's `/metrics` page (it must run with `--metrics-listen`).
+pub fn scrape(server: &Server) -> String {
+    let (code, page) = http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
+    assert_eq!(code, 200, "{page}");
+    page
+}
+
 /// The value of the sample `name{labels}` (labels exactly as printed, e.g.
 /// `method="mtls",result="ok"`; empty for none) in a Prometheus text page.
 pub fn metric(page: &str, name: &str, labels: &str) -> Option<f64> {
