@@ -144,6 +144,52 @@ impl AuditRecord {
         }
     }
 
+    /// [`AuditRecord::chain`], appending the record's JSON line (newline included) to
+    /// `line` as well. The canonical bytes the hash covers are the line's first bytes, so
+    /// the event is serialised once. On error `line` is left as it was.
+    pub fn chain_into(
+        seq: u64,
+        time: u64,
+        event: AuditEvent,
+        prev: &str,
+        line: &mut Vec<u8>,
+    ) -> Result<Self, serde_json::Error> {
+        let start = line.len();
+        let written = (|| {
+            serde_json::to_writer(
+                &mut *line,
+                &Canonical {
+                    seq,
+                    time,
+                    event: &event,
+                },
+            )?;
+            let hash = hash_link(prev, &line[start..]);
+            // `{"seq":…,"time":…,"event":{…}}` + `,"prev":…,"hash":…}`: the record's own
+            // serialisation, its fields being declared in this order.
+            line.pop();
+            line.extend_from_slice(b",\"prev\":");
+            serde_json::to_writer(&mut *line, prev)?;
+            line.extend_from_slice(b",\"hash\":");
+            serde_json::to_writer(&mut *line, &hash)?;
+            line.extend_from_slice(b"}\n");
+            Ok(hash)
+        })();
+        match written {
+            Ok(hash) => Ok(Self {
+                seq,
+                time,
+                event,
+                prev: prev.to_owned(),
+                hash,
+            }),
+            Err(e) => {
+                line.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
     /// Whether `hash` matches `prev` and the contents.
     pub fn hash_matches(&self) -> bool {
         link_hash(&self.prev, self.seq, self.time, &self.event) == self.hash
@@ -159,15 +205,27 @@ struct Canonical<'a> {
 }
 
 fn link_hash(prev: &str, seq: u64, time: u64, event: &AuditEvent) -> String {
-    // A `prev` that is not 64 hex digits hashes as its raw text: the result cannot match
-    // an honest chain, so the break is still reported at this record.
-    let prev_bytes = hex::decode(prev).unwrap_or_else(|_| prev.as_bytes().to_vec());
     let body = serde_json::to_vec(&Canonical { seq, time, event })
         // Serialising plain strings and integers cannot fail.
         .unwrap_or_default();
+    hash_link(prev, &body)
+}
+
+/// SHA-256 of `prev` as bytes and a record's canonical bytes, lowercase hex.
+fn hash_link(prev: &str, canonical: &[u8]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&prev_bytes);
-    ctx.update(&body);
+    let mut fixed = [0u8; 32];
+    if hex::decode_to_slice(prev, &mut fixed).is_ok() {
+        ctx.update(&fixed);
+    } else {
+        // A `prev` that is not 64 hex digits hashes as its raw text: the result cannot
+        // match an honest chain, so the break is still reported at this record.
+        match hex::decode(prev) {
+            Ok(bytes) => ctx.update(&bytes),
+            Err(_) => ctx.update(prev.as_bytes()),
+        }
+    }
+    ctx.update(canonical);
     hex::encode(ctx.finish())
 }
 
@@ -368,6 +426,36 @@ mod tests {
 
     fn check(records: &[AuditRecord]) -> Result<ChainHead, ChainBreak> {
         verify(records.iter().cloned().map(Ok))
+    }
+
+    proptest::proptest! {
+        /// The line built around the canonical bytes is byte for byte the record's own
+        /// serialisation, whatever the strings hold.
+        #[test]
+        fn a_record_chained_into_a_line_serialises_as_itself(
+            seq in 1u64..u64::MAX,
+            time: u64,
+            actor in "\\PC{0,20}",
+            detail in proptest::option::of("\\PC{0,40}"),
+            spiffe_id in proptest::option::of("[a-z/:.\"\\\\]{0,30}"),
+            not_after: Option<u64>,
+            prev in proptest::prop_oneof![
+                "[0-9a-f]{64}",
+                "\\PC{0,70}",
+            ],
+        ) {
+            let mut e = AuditEvent::new(AuditAction::Issue, actor);
+            e.detail = detail;
+            e.spiffe_id = spiffe_id;
+            e.not_after = not_after;
+            let mut line = b"earlier\n".to_vec();
+            let r = AuditRecord::chain_into(seq, time, e.clone(), &prev, &mut line).unwrap();
+            let mut want = b"earlier\n".to_vec();
+            want.extend(serde_json::to_vec(&AuditRecord::chain(seq, time, e, &prev)).unwrap());
+            want.push(b'\n');
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&want));
+            proptest::prop_assert!(r.hash_matches());
+        }
     }
 
     #[test]

@@ -341,15 +341,19 @@ impl Journal {
         serial: Option<&str>,
         time: u64,
     ) -> Result<AuditRecord, Error> {
-        let mut tail = self.lock_tail();
+        let mut guard = self.lock_tail();
+        let tail = &mut *guard;
         if serial.is_some_and(|s| tail.serials.contains(s)) {
             return Err(Error::SerialReused);
         }
-        let record = AuditRecord::chain(tail.next_seq, time, event, &tail.prev_hash);
-        let mut line =
-            serde_json::to_vec(&record).map_err(|e| Error::Storage(format!("journal: {e}")))?;
-        line.push(b'\n');
-        tail.pending.extend_from_slice(&line);
+        let record = AuditRecord::chain_into(
+            tail.next_seq,
+            time,
+            event,
+            &tail.prev_hash,
+            &mut tail.pending,
+        )
+        .map_err(|e| Error::Storage(format!("journal: {e}")))?;
         tail.appended = record.seq;
         tail.next_seq = record.seq + 1;
         tail.prev_hash.clone_from(&record.hash);

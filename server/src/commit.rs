@@ -306,7 +306,7 @@ mod tests {
         assert!(err.contains("disk full"), "{err}");
         store.fail.store(false, Ordering::SeqCst);
         c.durable().await.unwrap();
-        let flushes = |result: &str| metrics.commit_flushes_count(result);
+        let flushes = |result: &'static str| metrics.commit_flushes_count(result);
         // The refused ticket is retried with the next one: one or two more flushes.
         assert!(flushes("ok") > syncs as u64, "{}", flushes("ok"));
         assert!(flushes("error") >= 1);
