@@ -193,3 +193,29 @@ async fn behind_an_http2_proxy_the_watch_falls_back_to_grpc() {
         .unwrap();
     assert_eq!(direct.transport(), Transport::Push);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_ends_push_watches_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut server, me) = start(tmp.path());
+    let mut watch = BundleWatch::open(&server.addr, trust(&me), None, Transport::Push)
+        .await
+        .unwrap();
+    watch.next().await.unwrap().expect("the current bundle");
+    let stopping = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    });
+    // close_notify, not a reset or a hang: the agent reconnects without logging an error.
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch ends when the server stops");
+    assert!(
+        matches!(end, Ok(None)),
+        "{:?}",
+        end.map(|b| b.map(|b| b.sequence))
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("the server exits with a push watcher connected");
+}

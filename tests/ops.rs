@@ -352,6 +352,10 @@ fn agent_metrics_follow_rotation() {
     let maddr = maddr.unwrap();
     let v = writ_json(&["agent", "status", "--out-dir", &d]);
     assert_eq!(v["metrics_listen"].as_str(), Some(maddr.as_str()));
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || writ_json(&["agent", "status", "--out-dir", &d])["bundle_transport"] == "push"
+    ));
     assert_eq!(
         http_get(&maddr, "/healthz").unwrap(),
         (200, "ok\n".to_owned())

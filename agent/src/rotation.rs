@@ -341,10 +341,9 @@ async fn follow_bundle(agent: Arc<Agent>, shutdown: CancellationToken) {
                 }
             },
         };
-        tracing::debug!(
-            transport = watch.transport().as_str(),
-            "following the trust bundle"
-        );
+        let transport = watch.transport().as_str();
+        tracing::debug!(transport, "following the trust bundle");
+        agent.write_status(|s| s.bundle_transport = Some(transport.to_owned()));
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -20,6 +20,9 @@ pub struct AgentStatus {
     pub rotations: u64,
     /// Bundle updates since the agent started.
     pub bundle_updates: u64,
+    /// What the bundle is followed over (`push` or `grpc`), once the watch is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_transport: Option<String>,
     /// The metrics endpoint's bound address, when started with `--metrics-listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,

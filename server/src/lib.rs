@@ -73,6 +73,9 @@ pub struct Running {
     pub created: bool,
     /// Completes when the server has stopped.
     pub done: tokio::task::JoinHandle<Result<(), Error>>,
+    /// Completes, once shutdown began, when every bundle push connection has been closed
+    /// (with close_notify, so agents see a clean end).
+    pub push_closed: tokio::task::JoinHandle<()>,
 }
 
 /// Opens (or creates) the CA in the data directory and starts serving until `shutdown`.
@@ -179,7 +182,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         shared.metrics.clone(),
         shutdown.clone(),
     );
-    let incoming = accept_tls(listener, tls, pusher, shutdown.clone());
+    let incoming = accept_tls(listener, tls, pusher.clone(), shutdown.clone());
     let grpc_server = settings
         .limits
         .server()
@@ -200,6 +203,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     tokio::spawn(renewal::prune_tokens(shared.clone(), shutdown.clone()));
     tokio::spawn(health::run(shared.clone(), shutdown.clone()));
 
+    let push_closed = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            pusher.closed().await;
+        })
+    };
     let admin_socket = settings.admin_socket.clone();
     let done = tokio::spawn(async move {
         let (a, b) = tokio::join!(grpc_server, admin_server);
@@ -217,6 +227,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         root_fingerprint: authority.root_fingerprint()?,
         created,
         done,
+        push_closed,
     })
 }
 
@@ -273,11 +284,7 @@ fn accept_tls(
             let pusher = pusher.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                    // A task of its own, so the handshake's state is freed now, not
-                    // kept for the connection's life.
-                    Ok(Ok(stream)) if push::Pusher::chosen(&stream) => {
-                        tokio::spawn(pusher.serve(Box::new(stream)));
-                    }
+                    Ok(Ok(stream)) if push::Pusher::chosen(&stream) => pusher.spawn(stream),
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(Coalesced::new(stream))).await;
                     }

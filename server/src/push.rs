@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use writ_ca::TrustBundle;
 use writ_proto::push;
 
@@ -24,12 +25,17 @@ use crate::metrics::{ServerMetrics, WatchTransport};
 /// than kept with its frame.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a stopping server gives a push client to take its close_notify.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What every push connection needs from the server.
 #[derive(Clone)]
 pub(crate) struct Pusher {
     bundles: watch::Receiver<TrustBundle>,
     metrics: Arc<ServerMetrics>,
     shutdown: CancellationToken,
+    /// The connections' tasks, so a stopping server can close them before it exits.
+    tasks: TaskTracker,
 }
 
 impl Pusher {
@@ -43,7 +49,21 @@ impl Pusher {
             bundles,
             metrics,
             shutdown,
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Serves `stream` on a task of its own, so the handshake's state is freed now rather
+    /// than kept for the connection's life.
+    pub(crate) fn spawn(&self, stream: TlsStream<TcpStream>) {
+        self.tasks.spawn(self.clone().serve(Box::new(stream)));
+    }
+
+    /// Waits, after shutdown, until every push connection was closed (each gets
+    /// [`CLOSE_TIMEOUT`]).
+    pub(crate) async fn closed(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Whether the handshake on `stream` chose the push channel.
@@ -53,7 +73,7 @@ impl Pusher {
 
     /// Serves one push connection to its end. The stream comes boxed: held inline, the
     /// task's future would carry its 1.2 KiB twice (argument and local).
-    pub(crate) async fn serve(self, mut stream: Box<TlsStream<TcpStream>>) {
+    async fn serve(self, mut stream: Box<TlsStream<TcpStream>>) {
         let _watching = self.metrics.watcher(WatchTransport::Push);
         if let Err(e) = push::keepalive(stream.get_ref().0) {
             tracing::debug!(error = %e, "cannot set TCP keepalive on a push connection");
@@ -83,7 +103,8 @@ impl Pusher {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    let _ = stream.shutdown().await;
+                    // close_notify: the client sees a clean end, not a truncation.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
                     return;
                 }
                 changed = bundles.changed() => {

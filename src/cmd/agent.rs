@@ -256,6 +256,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             "rotations": st.as_ref().map(|s| s.rotations),
             "bundle_updates": st.as_ref().map(|s| s.bundle_updates),
             "bundle_roots": roots,
+            "bundle_transport": st.as_ref().and_then(|s| s.bundle_transport.clone()),
             "last_error": st.as_ref().and_then(|s| s.last_error.clone()),
             "agent_pid": st.as_ref().map(|s| s.pid),
             "metrics_listen": st.as_ref().and_then(|s| s.metrics_listen.clone()),
@@ -282,6 +283,9 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                         "rotations:     {} (bundle updates {})",
                         s.rotations, s.bundle_updates
                     );
+                    if let Some(t) = &s.bundle_transport {
+                        println!("bundle watch:  {t}");
+                    }
                     println!(
                         "last error:    {}",
                         s.last_error.as_deref().unwrap_or("none")

@@ -168,5 +168,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
+    // Push watchers get their close_notify; a client that does not take it in time is
+    // not waited for.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), running.push_closed).await;
     Ok(())
 }
