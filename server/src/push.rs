@@ -101,15 +101,14 @@ impl Pusher {
                     }
                 }
             }
+            // Shutdown first: the bundle's sender goes away while the server stops, and
+            // either way the client should get a close_notify, not a truncation.
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    // close_notify: the client sees a clean end, not a truncation.
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
-                    return;
-                }
+                biased;
+                _ = self.shutdown.cancelled() => break,
                 changed = bundles.changed() => {
                     if changed.is_err() {
-                        return;
+                        break;
                     }
                 }
                 // The client sends nothing on this channel: its close_notify, an EOF, an
@@ -117,5 +116,6 @@ impl Pusher {
                 _ = stream.read(&mut probe) => return,
             }
         }
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
     }
 }
