@@ -76,21 +76,32 @@ pub async fn channel(addr: &str, config: ClientConfig) -> Result<Channel, Error>
             let connector = connector.clone();
             let target = target.clone();
             async move {
-                let tcp = tokio::net::TcpStream::connect(&target).await?;
-                tcp.set_nodelay(true)?;
-                // The name is not checked (the verifier checks the SPIFFE ID); SNI is off.
-                let name = ServerName::try_from("writ.invalid").map_err(std::io::Error::other)?;
-                let tls = connector.connect(name, tcp).await?;
+                let tls = tls_connect(&connector, &target).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(Coalesced::new(tls)))
             }
         }))
         .await
-        .map_err(|e| {
-            Error::Connect(format!(
-                "cannot reach the writ server at {addr}: {}",
-                source_chain(&e)
-            ))
-        })
+        .map_err(|e| unreachable(addr, &e))
+}
+
+/// A TLS connection to `addr` (`host:port`), with Nagle off.
+pub(crate) async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    // The name is not checked (the verifier checks the SPIFFE ID); SNI is off.
+    let name = ServerName::try_from("writ.invalid").map_err(std::io::Error::other)?;
+    connector.connect(name, tcp).await
+}
+
+/// The error for a server at `addr` that could not be reached or completed no handshake.
+pub(crate) fn unreachable(addr: &str, e: &dyn std::error::Error) -> Error {
+    Error::Connect(format!(
+        "cannot reach the writ server at {addr}: {}",
+        source_chain(e)
+    ))
 }
 
 /// The rustls client configuration: TLS 1.3, the SPIFFE server check, an optional client

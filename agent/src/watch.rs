@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::Streaming;
@@ -15,7 +14,7 @@ use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{GetBundleRequest, TrustBundle};
 
 use crate::Error;
-use crate::client::{ServerTrust, client_config, connect, source_chain};
+use crate::client::{ServerTrust, client_config, connect, source_chain, tls_connect, unreachable};
 use crate::files::Identity;
 
 /// How long reaching the server and the handshake may take.
@@ -150,26 +149,12 @@ async fn push_stream(
     // the handshake, so the fallback costs no error round.
     config.alpn_protocols = vec![push::ALPN.to_vec(), b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let unreachable = |e: &dyn std::error::Error| {
-        Error::Connect(format!(
-            "cannot reach the writ server at {addr}: {}",
-            source_chain(e)
-        ))
-    };
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        push::keepalive(&tcp)?;
-        // The name is not checked (the verifier checks the SPIFFE ID); SNI is off.
-        let name = ServerName::try_from("writ.invalid").map_err(std::io::Error::other)?;
-        connector.connect(name, tcp).await
-    })
-    .await;
-    let stream = match connected {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tls_connect(&connector, addr)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(unreachable(&e)),
-        Err(e) => return Err(unreachable(&e)),
+        Ok(Err(e)) => return Err(unreachable(addr, &e)),
+        Err(e) => return Err(unreachable(addr, &e)),
     };
+    push::keepalive(stream.get_ref().0).map_err(|e| unreachable(addr, &e))?;
     Ok((stream.get_ref().1.alpn_protocol() == Some(push::ALPN)).then_some(stream))
 }
 
