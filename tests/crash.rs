@@ -5,29 +5,18 @@
 //! issued before it are recognised from the log.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/burst.rs"]
+mod burst;
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use burst::Burst;
 use common::Server;
-use rcgen::{CertificateParams, DistinguishedName, SanType};
-use writ_agent::client::{ServerTrust, connect};
 use writ_agent::files::read_identity;
-use writ_ca::{KeyType, PrivateKey, TrustDomain};
-use writ_proto::v1::SignRequest;
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
-
-fn csr(key: &PrivateKey) -> Vec<u8> {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.subject_alt_names = vec![SanType::URI(ID.try_into().unwrap())];
-    p.serialize_request(key.rcgen_pair())
-        .unwrap()
-        .der()
-        .to_vec()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_burst_loses_no_certificate_handed_out() {
@@ -59,46 +48,14 @@ async fn crash_mid_burst(args: &[&str]) -> tempfile::TempDir {
     let dir_s = dir.display().to_string();
     server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &dir_s]);
     let me = Arc::new(read_identity(&dir).unwrap().unwrap());
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let request = csr(&key);
 
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (enough_tx, mut enough_rx) = tokio::sync::watch::channel(false);
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (addr, me, request) = (server.addr.clone(), me.clone(), request.clone());
-            let (received, enough_tx) = (received.clone(), enough_tx.clone());
-            tokio::spawn(async move {
-                let trust = ServerTrust::Bundle {
-                    trust_domain: TrustDomain::parse("cluster.local").unwrap(),
-                    roots: me.bundle.clone(),
-                };
-                let mut client = connect(&addr, trust, Some(me.as_ref())).await.unwrap();
-                // Renew until the server dies under us; every answer is a certificate the
-                // CA has handed out.
-                while let Ok(r) = client
-                    .sign(SignRequest {
-                        csr: request.clone(),
-                        ttl_seconds: 0,
-                    })
-                    .await
-                {
-                    let mut got = received.lock().unwrap();
-                    got.push(r.into_inner().serial);
-                    if got.len() >= 300 {
-                        let _ = enough_tx.send(true);
-                    }
-                }
-            })
-        })
-        .collect();
-    enough_rx.wait_for(|e| *e).await.unwrap();
+    // Renew until the server dies under us; every answer is a certificate the CA has
+    // handed out.
+    let mut burst = Burst::start(&server.addr, me, ID, 300);
+    burst.enough().await;
     // Requests are in flight on all eight connections at this moment.
     server.kill();
-    for w in workers {
-        w.await.unwrap();
-    }
-    let received: Vec<String> = received.lock().unwrap().clone();
+    let received = burst.ended().await.received;
     assert!(received.len() >= 300);
 
     let server = Server::start(&data, args);

@@ -251,6 +251,7 @@ token_ttl = "15m"
 token_max_ttl = "24h"
 token_retention = "7d"
 audit_segment_bytes = 268435456
+shutdown_grace = "10s"
 "#,
     )?;
     fs::write(

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub passphrase_file: Option<PathBuf>,
     /// Development mode: without a passphrase, keep the keys unencrypted (logged).
     pub dev: Option<bool>,
+    /// How long a stopping server lets requests in flight finish before it cuts them.
+    pub shutdown_grace: Option<Ttl>,
 }
 
 /// One `[[jwt_issuers]]` table.
@@ -186,7 +188,8 @@ impl ServerConfig {
             metrics_listen,
             audit_segment_bytes,
             passphrase_file,
-            dev
+            dev,
+            shutdown_grace
         )
     }
 
@@ -301,9 +304,16 @@ impl ServerConfig {
             ca,
             passphrase_file: self.passphrase_file,
             dev: self.dev.unwrap_or(false),
+            shutdown_grace: self
+                .shutdown_grace
+                .map_or(DEFAULT_SHUTDOWN_GRACE, Ttl::duration),
         })
     }
 }
+
+/// How long a stopping server waits for requests in flight: far longer than a signing
+/// request takes, well inside an orchestrator's kill deadline (Kubernetes: 30 s).
+const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The smallest audit segment size accepted: a few hundred records.
 const MIN_AUDIT_SEGMENT_BYTES: u64 = 64 * 1024;
@@ -341,6 +351,8 @@ pub struct Settings {
     pub passphrase_file: Option<PathBuf>,
     /// Development mode: unencrypted keys allowed.
     pub dev: bool,
+    /// How long a stopping server lets requests in flight finish.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// `$XDG_STATE_HOME/writ`, else `~/.local/state/writ`: a per-user default, so the server
@@ -360,6 +372,13 @@ pub fn default_data_dir() -> Result<PathBuf, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resolves a config file's text with a data directory set.
+    fn resolve(text: &str) -> Result<Settings, Error> {
+        let mut c = ServerConfig::parse(text).map_err(Error::Config)?;
+        c.data_dir = Some("/tmp/x".into());
+        c.resolve()
+    }
 
     #[test]
     fn flags_override_file_and_unknown_keys_fail() {
@@ -384,6 +403,19 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_grace_defaults_to_ten_seconds_and_must_be_positive() {
+        assert_eq!(resolve("").unwrap().shutdown_grace.as_secs(), 10);
+        assert_eq!(
+            resolve("shutdown_grace = \"45s\"")
+                .unwrap()
+                .shutdown_grace
+                .as_secs(),
+            45
+        );
+        assert!(ServerConfig::parse("shutdown_grace = \"0s\"").is_err());
+    }
+
+    #[test]
     fn absurd_durations_are_refused_not_panicked_on() {
         // Found by reading the fuzz target's code path: both used to panic.
         assert!(ServerConfig::parse("max_ttl = \"300000000000y\"").is_err());
@@ -392,11 +424,6 @@ mod tests {
 
     #[test]
     fn jwt_issuers_and_aliases_resolve_with_defaults_and_refuse_mistakes() {
-        let resolve = |text: &str| {
-            let mut c = ServerConfig::parse(text).map_err(Error::Config)?;
-            c.data_dir = Some("/tmp/x".into());
-            c.resolve()
-        };
         let s = resolve(
             "trust_domain = \"new.example\"\ntrust_domain_aliases = [\"old.example\"]\n[[jwt_issuers]]\nissuer = \"https://k8s\"\njwks_file = \"/j.json\"\n",
         )

@@ -78,6 +78,24 @@ pub struct Running {
     pub push_closed: tokio::task::JoinHandle<()>,
 }
 
+impl Running {
+    /// Once `shutdown` is cancelled: waits until the requests in flight are answered and
+    /// every connection has closed (bundle watches end at once), at most `grace`. Returns
+    /// whether everything closed in time; what is still open after it is cut.
+    pub async fn drained(self, grace: Duration) -> Result<bool, Error> {
+        let closed = async {
+            let served = self.done.await;
+            let _ = self.push_closed.await;
+            served
+        };
+        match tokio::time::timeout(grace, closed).await {
+            Err(_) => Ok(false),
+            Ok(Ok(served)) => served.map(|()| true),
+            Ok(Err(e)) => Err(Error::Config(format!("the serving task failed: {e}"))),
+        }
+    }
+}
+
 /// Opens (or creates) the CA in the data directory and starts serving until `shutdown`.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
     // Everything the server creates (database files, sockets) is private to its user.
@@ -161,6 +179,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         auth_limit: limits::AuthLimiter::new(&settings.limits),
         metrics,
         health,
+        stopping: shutdown.clone(),
     });
     // Serve a verdict from the first request on, not "unknown" for the first interval.
     health::Health::check(&shared).await;

@@ -378,11 +378,23 @@ impl Ca for CaService {
             .shared
             .metrics
             .watcher(crate::metrics::WatchTransport::Grpc);
-        let stream = WatchStream::new(self.shared.bundle_tx.subscribe()).map(move |b| {
+        let bundles = WatchStream::new(self.shared.bundle_tx.subscribe()).map(move |b| {
             // The guard lives as long as the stream: the gauge drops when the client goes.
             let _ = &watching;
             Ok(convert::bundle(&b))
         });
+        // A watch never ends by itself; at shutdown it ends with UNAVAILABLE, which gRPC
+        // clients retry (elsewhere), so the connection drains instead of being cut.
+        let stopped = futures_util::stream::iter([Err(Status::unavailable(
+            "the writ server is shutting down; reconnect to watch the bundle",
+        ))]);
+        let stream = futures_util::StreamExt::chain(
+            futures_util::StreamExt::take_until(
+                bundles,
+                self.shared.stopping.clone().cancelled_owned(),
+            ),
+            stopped,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }

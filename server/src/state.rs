@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub metrics: Arc<crate::metrics::ServerMetrics>,
     /// The signing self-test's verdict and the gRPC health service's reporter.
     pub health: crate::health::Health,
+    /// Cancelled when the server begins to stop: streams that would never end (bundle
+    /// watches) end then, so their connections can drain.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {

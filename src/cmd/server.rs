@@ -77,6 +77,10 @@ pub struct Args {
     /// else WRIT_PASSPHRASE is read.
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish before they are
+    /// cut; bundle watches end at once so their clients reconnect [default: 10s].
+    #[arg(long)]
+    shutdown_grace: Option<Ttl>,
     /// Development mode: with no passphrase, store the CA's keys UNENCRYPTED (logged).
     #[arg(long)]
     dev: bool,
@@ -120,12 +124,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         audit_segment_bytes: a.audit_segment_bytes,
         passphrase_file: a.passphrase_file,
         dev: a.dev.then_some(true),
+        shutdown_grace: a.shutdown_grace,
         ..Default::default()
     };
     let settings = file.merge(flags).resolve()?;
     let td = settings.ca.trust_domain.clone();
+    let grace = settings.shutdown_grace;
     let shutdown = CancellationToken::new();
-    let running = writ_server::start(settings, shutdown.clone())
+    let mut running = writ_server::start(settings, shutdown.clone())
         .await
         .context("starting the server")?;
     match a.output {
@@ -164,12 +170,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-        r = running.done => return Ok(r??),
+        r = &mut running.done => return Ok(r??),
     }
-    tracing::info!("shutting down");
+    tracing::info!(?grace, "shutting down: answering the requests in flight");
     shutdown.cancel();
-    // Push watchers get their close_notify; a client that does not take it in time is
-    // not waited for.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), running.push_closed).await;
+    if running.drained(grace).await? {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!("connections still open when the shutdown grace ran out were cut");
+    }
     Ok(())
 }

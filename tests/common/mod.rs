@@ -107,15 +107,15 @@ impl Server {
         }
     }
 
-    /// Stops the server with SIGTERM and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
+    /// Stops the server with SIGTERM and waits for it; its exit status, unless it had
+    /// been stopped already.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().ok()
     }
 }
 
