@@ -34,6 +34,9 @@ pub enum Error {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A task the server runs on panicked or was cancelled (a bug: report it).
+    #[error("a server task failed: {0}")]
+    Task(String),
 }
 
 impl Error {

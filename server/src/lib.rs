@@ -91,7 +91,7 @@ impl Running {
         match tokio::time::timeout(grace, closed).await {
             Err(_) => Ok(false),
             Ok(Ok(served)) => served.map(|()| true),
-            Ok(Err(e)) => Err(Error::Config(format!("the serving task failed: {e}"))),
+            Ok(Err(e)) => Err(Error::Task(format!("serving: {e}"))),
         }
     }
 }
@@ -134,7 +134,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         Ok::<_, Error>((authority, bootstrap, created, recent))
     })
     .await
-    .map_err(|_| Error::Config("CA start-up task failed".into()))??;
+    .map_err(|e| Error::Task(format!("opening the CA: {e}")))??;
     let peers = peers::PeerCache::default();
     match recent {
         Ok(recent) => {
