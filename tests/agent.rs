@@ -227,6 +227,37 @@ fn keeps_its_certificate_through_a_ca_outage_and_renews_when_it_returns() {
     assert!(agent.alive());
 }
 
+/// A rolling restart: the server drains on SIGTERM (the agent's bundle watch ends
+/// cleanly), comes back on the same address, and the agent follows the bundle again — a
+/// root prepared after the restart reaches its `bundle.pem`.
+#[test]
+fn follows_the_bundle_again_after_the_server_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let addr = server.addr.clone();
+    let out = tmp.path().join("id");
+    mint(&server, &out, "1h");
+    let mut agent = Agent::start(&server, &out, &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || AgentStatus::read(&out)
+            .is_some_and(|s| s.bundle_transport.as_deref() == Some("push"))),
+        "the agent never followed the bundle"
+    );
+    let stopped = server.stop().unwrap();
+    assert!(stopped.success(), "writ server exited with {stopped}");
+
+    let server = Server::start_on(&data, &addr, &[]);
+    server.admin_json(&["root", "prepare"]);
+    let roots = || read_identity(&out).unwrap().unwrap().bundle.len();
+    assert!(
+        wait_until(Duration::from_secs(30), || roots() == 2),
+        "the agent's bundle has {} roots after a root prepare on the restarted server",
+        roots()
+    );
+    assert!(agent.alive());
+}
+
 #[test]
 fn restarts_from_the_certificate_on_disk_without_a_token() {
     let tmp = tempfile::tempdir().unwrap();
