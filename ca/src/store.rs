@@ -14,6 +14,12 @@ use crate::Error;
 use crate::audit::{AuditAction, AuditEvent, AuditRecord};
 use crate::journal::Journal;
 
+mod legacy;
+mod live;
+
+use legacy::{LEGACY_LOG, LEGACY_SERIALS, Legacy, import_legacy_audit};
+use live::LiveIndex;
+
 /// One issued certificate in the issuance log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuanceRecord {
@@ -124,12 +130,6 @@ pub trait Store: Send + Sync {
     ) -> Result<(), Error>;
 }
 
-/// The issuance log of data directories written before the journal: read, never written.
-const LEGACY_LOG: &str = "issuance_log";
-/// Their serial index, still checked so an old serial is never reissued.
-const LEGACY_SERIALS: &str = "issuance_serials";
-/// Their audit log (big-endian sequence number → JSON record), moved into the journal.
-const LEGACY_AUDIT: &str = "audit";
 /// The journal's file name, beside the database directory.
 pub const JOURNAL_FILE: &str = "audit.jsonl";
 
@@ -144,51 +144,6 @@ pub struct SledStore {
     /// Unexpired leaves by expiry, so rotation decisions and `root status` do not read
     /// the whole history.
     live: Mutex<LiveIndex>,
-}
-
-/// Counts of leaves by (notAfter, generation), for leaves not yet known to be expired.
-#[derive(Default)]
-struct LiveIndex(BTreeMap<(u64, u64), u64>);
-
-impl LiveIndex {
-    fn add(&mut self, r: &IssuanceRecord) {
-        self.add_leaf(r.not_after, r.generation, &r.auth);
-    }
-
-    fn add_leaf(&mut self, not_after: u64, generation: u64, auth: &str) {
-        if auth != crate::AuthMethod::Internal.as_str() {
-            *self.0.entry((not_after, generation)).or_default() += 1;
-        }
-    }
-
-    fn at(&mut self, now: u64) -> LiveLeaves {
-        // Leaves that expired by the clock are dropped for good, with an hour's slack for
-        // a caller's `now` taken a little earlier. What remains is bounded by the distinct
-        // expiry seconds of unexpired leaves (a day's worth with the default maximum TTL),
-        // whatever the size of the history.
-        let horizon = now_unix().saturating_sub(3600);
-        self.0 = self.0.split_off(&(horizon, 0));
-        let mut live = LiveLeaves::new();
-        for (&(not_after, generation), &count) in self.0.range((now.saturating_add(1), 0)..) {
-            let e = live.entry(generation).or_insert((0, 0));
-            e.0 += count;
-            e.1 = e.1.max(not_after);
-        }
-        live
-    }
-}
-
-/// Issuance records kept in sled before the journal existed.
-struct Legacy {
-    log: sled::Tree,
-    serials: sled::Tree,
-}
-
-impl Legacy {
-    /// Decodes one value of the legacy log.
-    fn record(value: sled::Result<sled::IVec>) -> Result<IssuanceRecord, Error> {
-        serde_json::from_slice(&value?).map_err(|e| Error::Corrupt(format!("issuance log: {e}")))
-    }
 }
 
 /// Group commit: writers that need durability at the same moment share one flush. The
@@ -388,26 +343,6 @@ impl SledStore {
     }
 }
 
-/// Moves the audit tree of an older data directory into a new journal, once: the journal
-/// is written whole (temporary file, then rename) before the tree is dropped, so a crash
-/// in between repeats nothing and loses nothing.
-fn import_legacy_audit(db: &sled::Db, journal: &Path) -> Result<(), Error> {
-    let tree = db.open_tree(LEGACY_AUDIT)?;
-    if !journal.exists() && !tree.is_empty() {
-        let lines = tree
-            .iter()
-            .values()
-            .map(|v| v.map(|v| v.to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
-        crate::journal::create_from(journal, &lines)?;
-    }
-    if !tree.is_empty() {
-        db.drop_tree(LEGACY_AUDIT)?;
-        db.flush()?;
-    }
-    Ok(())
-}
-
 /// The issuance record an audit record describes, if it is a complete issuance record.
 fn issuance_of(r: &AuditRecord) -> Option<IssuanceRecord> {
     let e = &r.event;
@@ -563,6 +498,7 @@ fn now_unix() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::legacy::LEGACY_AUDIT;
     use super::*;
 
     /// Opens the store at `path`, waiting a little for the lock: sled's background threads
