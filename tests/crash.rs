@@ -9,7 +9,6 @@
 mod burst;
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use burst::Burst;
@@ -59,17 +58,8 @@ async fn crash_mid_burst(args: &[&str]) -> tempfile::TempDir {
     assert!(received.len() >= 300);
 
     let server = Server::start(&data, args);
-    let log = server.admin_json(&["certs", "list", "--limit", "10000"]);
-    let logged: HashSet<&str> = log["certificates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["serial"].as_str().unwrap())
-        .collect();
-    let lost: Vec<&String> = received
-        .iter()
-        .filter(|s| !logged.contains(s.as_str()))
-        .collect();
+    let logged = common::logged_serials(&server, ID);
+    let lost: Vec<&String> = received.iter().filter(|s| !logged.contains(*s)).collect();
     assert!(
         lost.is_empty(),
         "{} of {} certificates handed out are missing from the log after the crash",

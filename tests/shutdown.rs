@@ -40,17 +40,9 @@ async fn sigterm_answers_the_requests_in_flight() {
     assert!(status.success(), "writ server exited with {status}");
 
     let server = Server::start(&data, &[]);
-    let log = server.admin_json(&["certs", "list", "--limit", "10000"]);
-    let logged: HashSet<&str> = log["certificates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        // Not the server's own certificates (one per start).
-        .filter(|c| c["spiffe_id"] == ID)
-        .map(|c| c["serial"].as_str().unwrap())
-        .filter(|s| Some(*s) != minted["serial"].as_str())
-        .collect();
-    let received: HashSet<&str> = ended.received.iter().map(String::as_str).collect();
+    let mut logged = common::logged_serials(&server, ID);
+    logged.remove(minted["serial"].as_str().unwrap());
+    let received: HashSet<String> = ended.received.iter().cloned().collect();
     // Signed and logged, but the answer cut before it left: the agent never got it.
     let unanswered = logged.difference(&received).count();
     let lost = received.difference(&logged).count();

@@ -289,6 +289,19 @@ pub fn mint_identity(server: &Server, dir: &Path, id: &str) -> writ_agent::files
     writ_agent::files::read_identity(dir).unwrap().unwrap()
 }
 
+/// Serials of every certificate the server's log holds for `spiffe_id` (not the server's
+/// own certificates, one per start).
+pub fn logged_serials(server: &Server, spiffe_id: &str) -> std::collections::HashSet<String> {
+    let log = server.admin_json(&["certs", "list", "--limit", "10000"]);
+    log["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["spiffe_id"] == spiffe_id)
+        .map(|c| c["serial"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The server's `/metrics` page (it must run with `--metrics-listen`).
 pub fn scrape(server: &Server) -> String {
     let (code, page) = http_get(server.metrics_addr.as_ref().unwrap(), "/metrics").unwrap();
