@@ -12,6 +12,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, not glibc's malloc: a renewal's larger buffers miss glibc's per-thread cache
+/// and the server's workers meet on its arena locks; jemalloc takes 10% off the server's
+/// CPU per certificate (BENCHMARKS.md, tenth round).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// writ: a certificate authority and workload-identity service (SPIFFE X509-SVIDs).
 #[derive(Parser)]
 #[command(
