@@ -77,6 +77,27 @@ fn with_header<T>(msg: T) -> Request<T> {
     req
 }
 
+/// The next message on `stream`, within [`WAIT`].
+async fn next_message<T, E: std::fmt::Debug>(
+    stream: &mut (impl tokio_stream::Stream<Item = Result<T, E>> + Unpin),
+) -> T {
+    timeout(WAIT, stream.next())
+        .await
+        .expect("no message in time")
+        .expect("the stream ended")
+        .expect("an error on the stream")
+}
+
+/// Opens an X.509-SVID stream.
+async fn svid_stream(
+    c: &mut SpiffeWorkloadApiClient<Channel>,
+) -> tonic::Streaming<X509svidResponse> {
+    c.fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn assert_svid(resp: &X509svidResponse, id: &Identity) {
     assert_eq!(resp.svids.len(), 1);
     let svid = &resp.svids[0];
@@ -108,26 +129,14 @@ async fn svid_stream_sends_current_then_updates() {
     let second = ca.issue("web");
     let srv = start(Some(first.try_clone().unwrap())).await;
     let mut c = client(&srv.path).await;
-    let mut stream = c
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    let msg = timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut stream = svid_stream(&mut c).await;
+    let msg = next_message(&mut stream).await;
     assert_svid(&msg, &first);
     assert_eq!(srv.streams.load(Ordering::Relaxed), 1);
 
     srv.tx
         .send_replace(Some(Arc::new(second.try_clone().unwrap())));
-    let msg = timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let msg = next_message(&mut stream).await;
     assert_svid(&msg, &second);
 
     drop(stream);
@@ -139,11 +148,7 @@ async fn svid_stream_waits_for_the_first_identity() {
     let ca = TestCa::new();
     let srv = start(None).await;
     let mut c = client(&srv.path).await;
-    let mut stream = c
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = svid_stream(&mut c).await;
     assert!(
         timeout(Duration::from_millis(200), stream.next())
             .await
@@ -152,11 +157,7 @@ async fn svid_stream_waits_for_the_first_identity() {
     );
     let id = ca.issue("late");
     srv.tx.send_replace(Some(Arc::new(id.try_clone().unwrap())));
-    let msg = timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let msg = next_message(&mut stream).await;
     assert_svid(&msg, &id);
 }
 
@@ -172,11 +173,7 @@ async fn bundle_stream_sends_on_bundle_change_only() {
         .await
         .unwrap()
         .into_inner();
-    let msg = timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let msg = next_message(&mut stream).await;
     assert!(msg.crl.is_empty());
     assert_eq!(
         msg.bundles,
@@ -196,11 +193,7 @@ async fn bundle_stream_sends_on_bundle_change_only() {
     roots.extend(other.authority.bundle().roots);
     srv.tx
         .send_replace(Some(Arc::new(first.with_bundle(roots.clone()).unwrap())));
-    let msg = timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let msg = next_message(&mut stream).await;
     assert_eq!(msg.bundles["spiffe://example.org"], roots.concat());
 }
 
@@ -265,16 +258,8 @@ async fn shutdown_ends_open_streams_and_removes_the_socket() {
     assert_eq!(dir_mode & 0o777, SOCKET_DIR_MODE);
 
     let mut c = client(&srv.path).await;
-    let mut stream = c
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut stream = svid_stream(&mut c).await;
+    next_message(&mut stream).await;
 
     srv.stop.take().unwrap().send(()).unwrap();
     timeout(WAIT, &mut srv.server)
@@ -293,16 +278,8 @@ async fn stopped_publisher_ends_the_stream_with_unavailable() {
     let ca = TestCa::new();
     let srv = start(Some(ca.issue("web"))).await;
     let mut c = client(&srv.path).await;
-    let mut stream = c
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut stream = svid_stream(&mut c).await;
+    next_message(&mut stream).await;
     let Running { tx, .. } = srv;
     drop(tx);
     let err = timeout(WAIT, stream.next())
@@ -418,20 +395,12 @@ async fn rust_spiffe_client_fetches_and_follows_rotation() {
     );
 
     let mut updates = client.stream_x509_svids().await.unwrap();
-    let now = timeout(WAIT, updates.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let now = next_message(&mut updates).await;
     assert_eq!(now.leaf().as_bytes(), first.leaf());
     let second = ca.issue("spiffe-client");
     srv.tx
         .send_replace(Some(Arc::new(second.try_clone().unwrap())));
-    let next = timeout(WAIT, updates.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let next = next_message(&mut updates).await;
     assert_eq!(next.leaf().as_bytes(), second.leaf());
     assert_eq!(next.private_key().as_bytes(), second.key.pkcs8_der());
 }
