@@ -22,6 +22,22 @@ fn same(a: &Identity, b: &Identity) -> bool {
     a.chain == b.chain && a.bundle == b.bundle && a.key.pkcs8_der() == b.key.pkcs8_der()
 }
 
+/// Writes the cert and bundle of `id` and the key of `key_of` as plain files, as an older
+/// agent or another tool would have.
+fn write_plain(dir: &Path, id: &Identity, key_of: &Identity) {
+    fs::write(dir.join(CERT_FILE), id.chain_pem()).unwrap();
+    fs::write(dir.join(KEY_FILE), key_of.key.to_pem().as_bytes()).unwrap();
+    fs::write(dir.join(BUNDLE_FILE), id.bundle_pem()).unwrap();
+}
+
+/// Every identity file is a link into the current version.
+fn assert_links(dir: &Path) {
+    for name in FILES {
+        let meta = fs::symlink_metadata(dir.join(name)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{name} is not a link");
+    }
+}
+
 #[test]
 fn round_trip_and_layout() {
     let ca = TestCa::new();
@@ -115,23 +131,14 @@ fn plain_files_are_read_and_upgraded() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let old = ca.issue("old");
-    fs::write(dir.join(CERT_FILE), old.chain_pem()).unwrap();
-    fs::write(dir.join(KEY_FILE), old.key.to_pem().as_bytes()).unwrap();
-    fs::write(dir.join(BUNDLE_FILE), old.bundle_pem()).unwrap();
+    write_plain(dir, &old, &old);
     fs::write(dir.join("unrelated.txt"), "keep me").unwrap();
     assert!(same(&read_identity(dir).unwrap().unwrap(), &old));
 
     let new = ca.issue("new");
     write_identity(dir, &new).unwrap();
     assert!(same(&read_identity(dir).unwrap().unwrap(), &new));
-    for name in FILES {
-        assert!(
-            fs::symlink_metadata(dir.join(name))
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
-    }
+    assert_links(dir);
     assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
     assert_eq!(
         versions(dir).len(),
@@ -151,19 +158,10 @@ fn upgrade_shows_identical_bytes_before_the_swap() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let old = ca.issue("old");
-    fs::write(dir.join(CERT_FILE), old.chain_pem()).unwrap();
-    fs::write(dir.join(KEY_FILE), old.key.to_pem().as_bytes()).unwrap();
-    fs::write(dir.join(BUNDLE_FILE), old.bundle_pem()).unwrap();
+    write_plain(dir, &old, &old);
     upgrade_plain_files(dir).unwrap();
     // Every name is now a link, and still shows the old, matching set.
-    for name in FILES {
-        assert!(
-            fs::symlink_metadata(dir.join(name))
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
-    }
+    assert_links(dir);
     assert_eq!(
         fs::read_to_string(dir.join(CERT_FILE)).unwrap(),
         old.chain_pem()
@@ -178,9 +176,7 @@ fn mismatched_or_broken_sets_are_errors() {
     let dir = tmp.path();
     let a = ca.issue("a");
     let b = ca.issue("b");
-    fs::write(dir.join(CERT_FILE), a.chain_pem()).unwrap();
-    fs::write(dir.join(KEY_FILE), b.key.to_pem().as_bytes()).unwrap();
-    fs::write(dir.join(BUNDLE_FILE), a.bundle_pem()).unwrap();
+    write_plain(dir, &a, &b);
     let err = read_identity(dir).unwrap_err();
     assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
     let msg = err.to_string();
