@@ -63,6 +63,22 @@ pub async fn connect(
     Ok(CaClient::new(channel))
 }
 
+/// Like [`connect`] with `identity`'s certificate, for a renewal that sends nothing but
+/// that certificate and a CSR: it also accepts the writ server of another trust domain
+/// under the same bundle, which is what a CA adopted into a new trust domain (its old one
+/// an alias) presents. Nothing secret crosses such a connection — a bearer token would —
+/// so the worst a look-alike server can do is refuse or answer with a chain the caller
+/// checks anyway.
+pub async fn connect_for_renewal(
+    addr: &str,
+    trust: ServerTrust,
+    identity: &Identity,
+) -> Result<CaClient<Channel>, Error> {
+    let config = config(trust, Some(identity), ServerId::AnyTrustDomain)?;
+    let channel = channel(addr, config).await?;
+    Ok(CaClient::new(channel))
+}
+
 /// A channel to `addr` over TLS with `config`.
 pub async fn channel(addr: &str, config: ClientConfig) -> Result<Channel, Error> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -110,12 +126,30 @@ pub fn client_config(
     trust: ServerTrust,
     identity: Option<&Identity>,
 ) -> Result<ClientConfig, Error> {
+    config(trust, identity, ServerId::SameTrustDomain)
+}
+
+/// Which writ server identities a client accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServerId {
+    /// Only `spiffe://<the caller's trust domain>/writ/server`.
+    SameTrustDomain,
+    /// `spiffe://<any trust domain>/writ/server` (renewal across a trust-domain move).
+    AnyTrustDomain,
+}
+
+fn config(
+    trust: ServerTrust,
+    identity: Option<&Identity>,
+    accept: ServerId,
+) -> Result<ClientConfig, Error> {
     let provider = Arc::new(writ_proto::tls::crypto_provider());
     let verifier = Arc::new(SpiffeServerVerifier {
         expected: trust
             .trust_domain()
             .workload(SERVER_ID_PATH)
             .map_err(Error::Ca)?,
+        accept,
         trust,
         algorithms: provider.signature_verification_algorithms,
         last_verified: Mutex::new(None),
@@ -144,6 +178,7 @@ pub fn client_config(
 struct SpiffeServerVerifier {
     trust: ServerTrust,
     expected: SpiffeId,
+    accept: ServerId,
     algorithms: WebPkiSupportedAlgorithms,
     /// The last chain that verified, until its first certificate expires: a configuration
     /// used for many connections (the bench's simulated fleet, any long-running client)
@@ -196,7 +231,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         };
         let peer = verify_chain(&chain, &roots, now, Usage::Server)
             .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-        if peer.id != self.expected {
+        let moved =
+            self.accept == ServerId::AnyTrustDomain && peer.id.path() == self.expected.path();
+        if peer.id != self.expected && !moved {
             return Err(rustls::Error::General(format!(
                 "server presented {} but a writ server of this trust domain is {}",
                 peer.id, self.expected
@@ -265,6 +302,11 @@ mod tests {
 
     /// A CA and a server certificate for `spiffe://td.test/writ/server` valid for `ttl`.
     fn server_chain(ttl: Duration) -> (Vec<Vec<u8>>, Vec<u8>, TrustDomain) {
+        chain_for(SERVER_ID_PATH, ttl)
+    }
+
+    /// A CA and a certificate for `spiffe://td.test/<path>` valid for `ttl`.
+    fn chain_for(path: &str, ttl: Duration) -> (Vec<Vec<u8>>, Vec<u8>, TrustDomain) {
         let td = TrustDomain::parse("td.test").unwrap();
         let validity = Validity {
             root: Duration::from_secs(86400),
@@ -281,7 +323,7 @@ mod tests {
             now,
         )
         .unwrap();
-        let id = td.workload(SERVER_ID_PATH).unwrap();
+        let id = td.workload(path).unwrap();
         let key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let csr = Csr::parse(&build_csr(&key, &id, &[]).unwrap()).unwrap();
         let caller = Caller {
@@ -319,6 +361,48 @@ mod tests {
         )
     }
 
+    /// A renewal client of `caller_td` trusting `root`, accepting `accept`.
+    fn verifier(caller_td: &str, root: Vec<u8>, accept: ServerId) -> SpiffeServerVerifier {
+        let td = TrustDomain::parse(caller_td).unwrap();
+        SpiffeServerVerifier {
+            expected: td.workload(SERVER_ID_PATH).unwrap(),
+            accept,
+            trust: ServerTrust::Bundle {
+                trust_domain: td,
+                roots: vec![root],
+            },
+            algorithms: writ_proto::tls::crypto_provider().signature_verification_algorithms,
+            last_verified: Mutex::new(None),
+        }
+    }
+
+    /// A renewal accepts the writ server of the trust domain its CA moved to, and nothing
+    /// else from there; every other client accepts only its own trust domain's server.
+    #[test]
+    fn only_a_renewal_accepts_the_server_of_another_trust_domain() {
+        let now = SystemTime::now();
+        let (server, root, _) = chain_for(SERVER_ID_PATH, Duration::from_secs(120));
+        let moved = verifier("old.test", root.clone(), ServerId::AnyTrustDomain);
+        check(&moved, &server, now).expect("the moved CA's server");
+        let strict = verifier("old.test", root.clone(), ServerId::SameTrustDomain);
+        let err = check(&strict, &server, now).unwrap_err().to_string();
+        assert!(err.contains("spiffe://td.test/writ/server"), "{err}");
+
+        let (workload, root, _) = chain_for("ns/a/sa/web", Duration::from_secs(120));
+        let moved = verifier("old.test", root, ServerId::AnyTrustDomain);
+        let err = check(&moved, &workload, now).unwrap_err().to_string();
+        assert!(
+            err.contains("server presented spiffe://td.test/ns/a/sa/web"),
+            "a workload of the other trust domain is not a writ server: {err}"
+        );
+        let (_, other_root, _) = server_chain(Duration::from_secs(120));
+        let moved = verifier("old.test", other_root, ServerId::AnyTrustDomain);
+        assert!(
+            check(&moved, &server, now).is_err(),
+            "a server under another root"
+        );
+    }
+
     /// A verifier used for many connections remembers the chain it verified, and that
     /// never lets through what a full check refuses: another chain, or the same one
     /// once its leaf has expired.
@@ -327,6 +411,7 @@ mod tests {
         let (chain, root, td) = server_chain(Duration::from_secs(120));
         let v = SpiffeServerVerifier {
             expected: td.workload(SERVER_ID_PATH).unwrap(),
+            accept: ServerId::SameTrustDomain,
             trust: ServerTrust::Bundle {
                 trust_domain: td,
                 roots: vec![root],

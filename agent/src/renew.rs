@@ -8,7 +8,7 @@ use writ_ca::{KeyType, PrivateKey, SpiffeId, TrustDomain, Usage, build_csr, veri
 use writ_proto::v1;
 
 use crate::Error;
-use crate::client::{ServerTrust, connect};
+use crate::client::{ServerTrust, connect_for_renewal};
 use crate::files::{self, Identity};
 
 /// What to ask for when renewing.
@@ -43,7 +43,7 @@ pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result
         trust_domain: id.trust_domain(),
         roots: current.bundle.clone(),
     };
-    let mut client = connect(addr, trust, Some(current)).await?;
+    let mut client = connect_for_renewal(addr, trust, current).await?;
     let key = PrivateKey::generate(opts.key_type)?;
     let csr = build_csr(&key, &id, &leaf.dns_names)?;
     let resp = client
@@ -54,7 +54,33 @@ pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result
         .await
         .map_err(Error::from_status)?
         .into_inner();
-    accept(resp, &id, key)
+    // A CA adopted into a new trust domain renews `spiffe://<old>/P` as
+    // `spiffe://<new>/P`: the bundle it answers with names the trust domain to expect.
+    // The CA keeps its roots when it moves, so the new chain must also verify under the
+    // bundle this workload already trusts: a server under some other root cannot move it.
+    let expected = match resp
+        .bundle
+        .as_ref()
+        .map(|b| TrustDomain::parse(&b.trust_domain))
+    {
+        Some(Ok(td)) if !id.is_member_of(&td) => {
+            verify_chain(
+                &resp.chain,
+                &current.bundle,
+                SystemTime::now(),
+                Usage::Client,
+            )
+            .map_err(|e| {
+                Error::InvalidResponse(format!(
+                    "the CA moved this identity to trust domain {td} with a chain this \
+                         workload's bundle does not verify: {e}"
+                ))
+            })?;
+            id.with_trust_domain(&td)
+        }
+        _ => id,
+    };
+    accept(resp, &expected, key)
 }
 
 /// Renews the identity stored in `dir` and replaces the files as a set.

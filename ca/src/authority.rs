@@ -183,7 +183,8 @@ impl Authority {
         store: Arc<dyn Store>,
         sealer: Sealer,
     ) -> Result<(Self, bool), Error> {
-        let policy = Policy::new(settings.trust_domain.clone(), settings.ttl);
+        let policy = Policy::new(settings.trust_domain.clone(), settings.ttl)
+            .with_aliases(settings.trust_domain_aliases.clone());
         let (state, created) = match store.get(STATE_TREE, STATE_KEY)? {
             Some(bytes) => {
                 let (state, stored_td, unsealed) = decode_state(&bytes, &settings, &sealer)?;

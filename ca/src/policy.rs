@@ -78,13 +78,26 @@ pub struct LeafTemplate {
 #[derive(Clone, Debug)]
 pub struct Policy {
     trust_domain: TrustDomain,
+    /// Former trust domains: a CSR may still spell the caller's identity in one of them.
+    aliases: Vec<TrustDomain>,
     ttl: TtlBounds,
 }
 
 impl Policy {
     /// A policy for `trust_domain` with leaf lifetimes bounded by `ttl`.
     pub fn new(trust_domain: TrustDomain, ttl: TtlBounds) -> Self {
-        Self { trust_domain, ttl }
+        Self {
+            trust_domain,
+            aliases: Vec::new(),
+            ttl,
+        }
+    }
+
+    /// The same policy, reading a CSR's `spiffe://<alias>/P` as `spiffe://<trust domain>/P`:
+    /// a workload renewing across a trust-domain move asks under the name it holds.
+    pub fn with_aliases(mut self, aliases: Vec<TrustDomain>) -> Self {
+        self.aliases = aliases;
+        self
     }
 
     /// The trust domain this policy issues in.
@@ -160,7 +173,10 @@ impl Policy {
                 csr.uris().len()
             )));
         };
-        let requested = SpiffeId::parse(uri)?;
+        let mut requested = SpiffeId::parse(uri)?;
+        if self.aliases.iter().any(|a| requested.is_member_of(a)) {
+            requested = requested.with_trust_domain(&self.trust_domain);
+        }
         if !requested.is_member_of(&self.trust_domain) {
             return Err(Error::CsrRejected(format!(
                 "{requested} is not in this CA's trust domain {}",
@@ -247,6 +263,34 @@ mod tests {
         assert_eq!(t.id.as_str(), "spiffe://td/a");
         assert_eq!(t.dns_names, ["a.example"]);
         assert_eq!(t.lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_csr_may_name_the_caller_in_a_former_trust_domain() {
+        let moved = policy().with_aliases(vec![TrustDomain::parse("old").unwrap()]);
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let ask = |id: &str, who: &Caller| {
+            let csr = Csr::parse(&make_csr(&key, vec![uri(id)], false)).unwrap();
+            moved.evaluate(&csr, who, None, OverMax::Clamp, SanMode::Exact)
+        };
+        let c = caller("spiffe://td/a", &[]);
+        assert_eq!(
+            ask("spiffe://old/a", &c).unwrap().id.as_str(),
+            "spiffe://td/a"
+        );
+        assert!(matches!(
+            ask("spiffe://old/b", &c),
+            Err(Error::IdentityMismatch { .. })
+        ));
+        assert!(matches!(
+            ask("spiffe://other/a", &c),
+            Err(Error::CsrRejected(_))
+        ));
+        // Without the alias the old spelling is a foreign trust domain.
+        assert!(matches!(
+            eval(vec![uri("spiffe://old/a")], false, &c),
+            Err(Error::CsrRejected(_))
+        ));
     }
 
     #[test]
