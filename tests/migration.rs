@@ -64,3 +64,31 @@ fn a_server_under_another_root_cannot_move_it() {
         "nothing written"
     );
 }
+
+#[test]
+fn a_data_dir_of_another_trust_domain_says_how_to_move_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, &["--trust-domain", "old.example"]);
+    server.stop();
+    let d = data.display().to_string();
+    let out = writ(&[
+        "server",
+        "--dev",
+        "--allow-root",
+        "--data-dir",
+        &d,
+        "--listen",
+        "127.0.0.1:0",
+        "--trust-domain",
+        "new.example",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds the CA of trust domain old.example, not new.example")
+            && stderr.contains("--trust-domain-alias old.example")
+            && !stderr.contains("corrupt"),
+        "{stderr}"
+    );
+}

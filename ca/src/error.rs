@@ -54,6 +54,16 @@ pub enum Error {
         /// This CA's trust domain.
         trust_domain: String,
     },
+    /// The data directory holds a CA of another trust domain than the one configured.
+    #[error(
+        "this data directory holds the CA of trust domain {stored}, not {configured}: start with --trust-domain {stored}, or, to move this CA into {configured}, add --trust-domain-alias {stored} (trust_domain_aliases); or use another --data-dir"
+    )]
+    WrongTrustDomain {
+        /// The trust domain the stored CA belongs to.
+        stored: String,
+        /// The trust domain the server was started with.
+        configured: String,
+    },
     /// The CSR names a DNS SAN the caller's credential does not grant.
     #[error("DNS name {0:?} is not granted to this caller")]
     DnsNotAllowed(String),
@@ -98,7 +108,7 @@ pub enum Error {
     Rotation(String),
     /// A rotation step was asked for before it is safe; it becomes allowed at `allowed_at`
     /// (or now with `force`).
-    #[error("{what} refused until {}: {why}; pass force to override", humantime::format_rfc3339_seconds(*.allowed_at))]
+    #[error("{what} refused until {}: {why}; pass --force to override", humantime::format_rfc3339_seconds(*.allowed_at))]
     TooEarly {
         /// The step refused.
         what: String,
@@ -108,7 +118,7 @@ pub enum Error {
         allowed_at: std::time::SystemTime,
     },
     /// Retiring a generation would remove the root that unexpired leaves chain to.
-    #[error("retiring CA generation G{generation} would break {count} certificate(s) valid until {}; wait or pass force", humantime::format_rfc3339_seconds(*.latest))]
+    #[error("retiring CA generation G{generation} would break {count} certificate(s) valid until {}; wait or pass --force", humantime::format_rfc3339_seconds(*.latest))]
     LiveLeaves {
         /// The generation asked to retire.
         generation: u64,

@@ -69,10 +69,10 @@ pub(super) fn decode_state(
         .iter()
         .find(|a| a.as_str() == stored.trust_domain);
     if stored.trust_domain != td.as_str() && alias.is_none() {
-        return Err(Error::Corrupt(format!(
-            "this data directory belongs to trust domain {:?}, not {td:?}; use --trust-domain {} or another --data-dir",
-            stored.trust_domain, stored.trust_domain
-        )));
+        return Err(Error::WrongTrustDomain {
+            stored: stored.trust_domain,
+            configured: td.to_string(),
+        });
     }
     // Keys are sealed bound to the trust domain they were stored under.
     let stored_td = alias.unwrap_or(td).clone();
