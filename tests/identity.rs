@@ -108,6 +108,11 @@ async fn deny_stops_every_issuance_path_and_allow_restores_it() {
     let out = redeem();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("token create"),
+        "a new token would be refused too: {}",
+        stderr(&out)
+    );
     let tokens = server.admin_json(&["token", "list"]);
     assert_eq!(tokens["tokens"][0]["state"], "pending", "{tokens}");
 

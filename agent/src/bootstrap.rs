@@ -128,11 +128,13 @@ pub async fn redeem(
     accept(resp, id, key)
 }
 
-/// A refusal, with what the admin can do about a token that cannot work.
+/// A refusal, with what the admin can do about a token that cannot work. A denied identity
+/// already says what to do (a new token would be refused too), so it gets no hint.
 fn refused(status: tonic::Status, id: &SpiffeId) -> Error {
     match Error::from_status(status) {
         Error::Rejected { code, message }
-            if matches!(code, Code::PermissionDenied | Code::Unauthenticated) =>
+            if matches!(code, Code::PermissionDenied | Code::Unauthenticated)
+                && !message.contains("writ identity allow") =>
         {
             Error::Rejected {
                 code,
