@@ -386,3 +386,49 @@ fn an_expired_certificate_names_the_fix() {
         "{err}"
     );
 }
+
+/// A CA moved into a new trust domain (the old one an alias): the running agent renews
+/// into it on its own and then follows the bundle of the moved CA.
+#[test]
+fn follows_its_ca_into_a_new_trust_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ttl = ["--min-ttl", "1s", "--default-ttl", "4s"];
+    let mut server = Server::start(&data, &ttl);
+    let addr = server.addr.clone();
+    let out = tmp.path().join("id");
+    mint(&server, &out, "4s");
+    let mut agent = Agent::start(&server, &out, &[]);
+    server.stop();
+
+    let mut args = ttl.to_vec();
+    args.extend([
+        "--trust-domain",
+        "new.example",
+        "--trust-domain-alias",
+        "cluster.local",
+    ]);
+    let server = Server::start_on(&data, &addr, &args);
+    let id = || {
+        read_identity(&out)
+            .unwrap()
+            .unwrap()
+            .spiffe_id()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || id()
+            == "spiffe://new.example/ns/prod/sa/api"),
+        "the agent still holds {}",
+        id()
+    );
+    server.admin_json(&["root", "prepare"]);
+    let roots = || read_identity(&out).unwrap().unwrap().bundle.len();
+    assert!(
+        wait_until(Duration::from_secs(30), || roots() == 2),
+        "the moved agent's bundle has {} roots after a root prepare",
+        roots()
+    );
+    assert!(agent.alive());
+}
