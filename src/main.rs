@@ -161,6 +161,7 @@ fn main() -> ExitCode {
         Command::Config(c) => {
             return match cmd::config::run(c) {
                 Ok(code) => ExitCode::from(code),
+                Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(2)
@@ -190,6 +191,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `writ ... | head -1`: the reader took what it wanted and went. Like `cat` ended by
+        // SIGPIPE, or ripgrep, stop quietly; it is no failure.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -15,7 +15,7 @@ use writ_agent::schedule::Schedule;
 use writ_agent::status::AgentStatus;
 use writ_ca::{KeyType, TrustDomain, Ttl};
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// `writ agent`: run the agent, or one of its helpers.
 #[derive(Args)]
@@ -262,9 +262,9 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             "metrics_listen": st.as_ref().and_then(|s| s.metrics_listen.clone()),
         }))?,
         Format::Text => {
-            println!("SPIFFE ID:     {}", leaf.spiffe_id()?);
-            println!("serial:        {}", leaf.serial);
-            println!(
+            outln!("SPIFFE ID:     {}", leaf.spiffe_id()?)?;
+            outln!("serial:        {}", leaf.serial)?;
+            outln!(
                 "not after:     {}{}",
                 humantime::format_rfc3339_seconds(leaf.not_after),
                 if leaf.not_after > now {
@@ -272,32 +272,33 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                 } else {
                     " (EXPIRED)"
                 }
-            );
+            )?;
             match &st {
                 Some(s) => {
-                    println!(
+                    outln!(
                         "next renewal:  {}",
                         s.next_renewal.as_deref().unwrap_or("-")
-                    );
-                    println!(
+                    )?;
+                    outln!(
                         "rotations:     {} (bundle updates {})",
-                        s.rotations, s.bundle_updates
-                    );
+                        s.rotations,
+                        s.bundle_updates
+                    )?;
                     if let Some(t) = &s.bundle_transport {
-                        println!("bundle watch:  {t}");
+                        outln!("bundle watch:  {t}")?;
                     }
-                    println!(
+                    outln!(
                         "last error:    {}",
                         s.last_error.as_deref().unwrap_or("none")
-                    );
+                    )?;
                     if let Some(m) = &s.metrics_listen {
-                        println!("metrics:       http://{m}/metrics");
+                        outln!("metrics:       http://{m}/metrics")?;
                     }
                 }
-                None => println!("agent:         no status file (agent not started here)"),
+                None => outln!("agent:         no status file (agent not started here)")?,
             }
             for r in roots {
-                println!("bundle root:   {r}");
+                outln!("bundle root:   {r}")?;
             }
         }
     }

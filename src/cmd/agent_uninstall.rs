@@ -9,7 +9,7 @@ use serde_json::json;
 use writ_agent::config::AgentFileConfig;
 use writ_agent::uninstall;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// `writ agent uninstall` flags.
 #[derive(ClapArgs)]
@@ -87,13 +87,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }))?,
         Format::Text => {
             if removed.is_empty() {
-                println!("nothing to remove in {}", out_dir.display());
+                outln!("nothing to remove in {}", out_dir.display())?;
             }
             for p in &removed {
-                println!("removed {}", p.display());
+                outln!("removed {}", p.display())?;
             }
             for p in &plan.keep {
-                println!("kept    {} (not written by the agent)", p.display());
+                outln!("kept    {} (not written by the agent)", p.display())?;
             }
         }
     }

@@ -10,14 +10,15 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches, Subcommand, error::ErrorKind};
 use serde_json::json;
 use writ_ca::audit::{AuditRecord, ChainBreak, ChainCheck, ChainHead, verify};
 use writ_ca::store::{SledStore, Store};
 use writ_proto::admin::AuditListRequest;
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, StdoutError, outln};
 
 /// Records per admin request when reading the whole log.
 const PAGE: u32 = 5000;
@@ -74,15 +75,69 @@ pub struct ExportArgs {
 
 /// `writ audit verify` flags.
 #[derive(Args)]
-pub struct VerifyArgs {
-    /// A file written by `writ audit export` (JSON lines).
-    #[arg(long, conflicts_with_all = ["data_dir", "admin_socket"])]
+struct VerifyFlags {
+    /// A file written by `writ audit export` (JSON lines). Wins over WRIT_DATA_DIR and
+    /// WRIT_ADMIN_SOCKET; not to be given with --data-dir or --admin-socket.
+    #[arg(long)]
     file: Option<PathBuf>,
     #[command(flatten)]
     target: AdminTarget,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     output: Format,
+}
+
+/// `writ audit verify` flags, once `--file` is checked against the flags beside it.
+pub struct VerifyArgs(VerifyFlags);
+
+impl VerifyArgs {
+    /// Refuses `--file` with a server named on the command line. Not clap's
+    /// `conflicts_with`: it counts a value taken from WRIT_DATA_DIR as given, so an
+    /// exported variable would forbid checking an export file.
+    fn refuse_conflicts(flags: &VerifyFlags, m: &ArgMatches) -> Result<(), clap::Error> {
+        if flags.file.is_none() {
+            return Ok(());
+        }
+        for (id, flag) in [
+            ("data_dir", "--data-dir"),
+            ("admin_socket", "--admin-socket"),
+        ] {
+            if m.value_source(id) == Some(ValueSource::CommandLine) {
+                // Built on this command, for its usage line rather than the top level's.
+                let mut cmd = VerifyFlags::augment_args(clap::Command::new("writ audit verify"));
+                return Err(cmd.error(
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "--file checks an export file and {flag} names a server's log: give one of them"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromArgMatches for VerifyArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let flags = VerifyFlags::from_arg_matches(m)?;
+        Self::refuse_conflicts(&flags, m)?;
+        Ok(Self(flags))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)?;
+        Self::refuse_conflicts(&self.0, m)
+    }
+}
+
+impl Args for VerifyArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        VerifyFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        VerifyFlags::augment_args_for_update(cmd)
+    }
 }
 
 /// Runs an audit command.
@@ -130,10 +185,10 @@ fn segments(a: SegmentsArgs) -> anyhow::Result<()> {
         })),
         Format::Text => {
             if list.is_empty() {
-                println!(
+                outln!(
                     "no sealed segments in {}: the journal is sealed past audit_segment_bytes",
                     dir.display()
-                );
+                )?;
             }
             for s in &list {
                 let until = s.valid_until.map_or_else(
@@ -148,14 +203,14 @@ fn segments(a: SegmentsArgs) -> anyhow::Result<()> {
                 } else {
                     "holds valid certificates"
                 };
-                println!(
-                    "{}  records {}-{}  {:.1} MiB  {} certificates, {until}  {verdict}",
+                outln!(
+                    "{}  records {}-{}  {:.1} MiB  {}, {until}  {verdict}",
                     s.file.display(),
                     s.first_seq,
                     s.last_seq,
                     s.bytes as f64 / (1024.0 * 1024.0),
-                    s.certificates,
-                );
+                    output::count(s.certificates, "certificate", "certificates"),
+                )?;
             }
             Ok(())
         }
@@ -193,7 +248,7 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
                     line.push_str("  ");
                     line.push_str(part);
                 }
-                println!("{line}");
+                outln!("{line}")?;
             }
         }
     }
@@ -212,7 +267,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
             .map_err(status)?
             .into_inner();
         for line in &r.records {
-            writeln!(out, "{line}")?;
+            writeln!(out, "{line}").map_err(StdoutError)?;
         }
         if r.records.len() < PAGE as usize {
             break;
@@ -222,11 +277,11 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
                 .context("the last record of a page is unreadable; export stops here")?;
         since = last.seq + 1;
     }
-    out.flush()?;
+    out.flush().map_err(StdoutError)?;
     Ok(())
 }
 
-async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<()> {
+async fn verify_cmd(VerifyArgs(a): VerifyArgs) -> anyhow::Result<()> {
     let (source, result) = if let Some(file) = &a.file {
         let f = std::fs::File::open(file)
             .with_context(|| format!("opening the audit export {}", file.display()))?;
@@ -343,24 +398,27 @@ fn report(
         })),
         (Ok(head), Format::Text) => {
             if head.first_seq > 1 {
-                println!(
+                outln!(
                     "records before {0} are not here (archived segments): checked from record {0} on; verify the archive with them to cover all of history",
                     head.first_seq
-                );
+                )?;
             }
-            println!(
-                "audit log intact: {} records; head {} {} (note it: removing the newest records is only detectable against a head noted earlier)",
-                head.records, head.seq, head.hash
-            );
+            outln!(
+                "audit log intact: {}; head {} {} (note it: removing the newest records is only detectable against a head noted earlier)",
+                output::count(head.records, "record", "records"),
+                head.seq,
+                head.hash
+            )?;
             Ok(())
         }
         (Err(b), Format::Json) => {
-            output::json(&json!({
+            // A reader that left early must not turn a broken chain into exit status 0.
+            output::unless_broken_pipe(output::json(&json!({
                 "ok": false,
                 "source": source,
                 "broken_at": b.seq(),
                 "error": b.to_string(),
-            }))?;
+            })))?;
             anyhow::bail!("audit log chain broken at record {}", b.seq())
         }
         (Err(b), Format::Text) => anyhow::bail!("{source}: {b}"),

@@ -9,7 +9,7 @@ use writ_ca::{KeyType, PrivateKey, SpiffeId, Ttl, build_csr};
 use writ_proto::admin::{CreateTokenRequest, MintRequest, RootPrepareRequest, StatusRequest};
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 type Admin = writ_proto::admin::admin_client::AdminClient<tonic::transport::Channel>;
 
@@ -119,7 +119,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     .await?;
     match a.output {
         Format::Json => output::json(&report)?,
-        Format::Text => print_text(&report),
+        Format::Text => print_text(&report)?,
     }
     Ok(())
 }
@@ -176,69 +176,80 @@ async fn watch(
         Format::Json => output::json(&report)?,
         Format::Text => {
             let mib = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} MiB"));
-            println!(
-                "watch: {} of {} streams open in {:.1}s over {}",
-                report.connected, report.watchers, report.connect_seconds, report.transport
-            );
-            println!(
+            outln!(
+                "watch: {} of {} open in {:.1}s over {}",
+                report.connected,
+                output::count(report.watchers as u64, "stream", "streams"),
+                report.connect_seconds,
+                report.transport
+            )?;
+            outln!(
                 "  server memory:  {} before, {} with the streams ({} KiB per stream)",
                 mib(report.server_rss_before_mib),
                 mib(report.server_rss_with_watchers_mib),
                 report
                     .server_kib_per_watcher
                     .map_or("?".into(), |k| format!("{k:.1}"))
-            );
-            println!(
+            )?;
+            outln!(
                 "  root prepare reached {} ({} within 2 s): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
                 report.reached,
                 report.reached_within_2s,
                 report.propagation_p50_ms,
                 report.propagation_p99_ms,
                 report.propagation_max_ms
-            );
+            )?;
         }
     }
     Ok(())
 }
 
-fn print_text(r: &Report) {
-    println!(
+fn print_text(r: &Report) -> anyhow::Result<()> {
+    outln!(
         "mode {:?}: {} connections, {} in flight, {:.1}s",
-        r.mode, r.connections, r.concurrency, r.seconds
-    );
-    println!(
+        r.mode,
+        r.connections,
+        r.concurrency,
+        r.seconds
+    )?;
+    outln!(
         "  certificates:   {} ({:.0}/s)",
-        r.certificates, r.per_second
-    );
-    println!(
+        r.certificates,
+        r.per_second
+    )?;
+    outln!(
         "  latency ms:     p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms
-    );
+        r.latency.p50_ms,
+        r.latency.p90_ms,
+        r.latency.p99_ms,
+        r.latency.max_ms
+    )?;
     if r.latency.errors.is_empty() {
-        println!("  errors:         none");
+        outln!("  errors:         none")?;
     }
     for (k, v) in &r.latency.errors {
-        println!("  errors:         {k}: {v}");
+        outln!("  errors:         {k}: {v}")?;
     }
-    println!(
+    outln!(
         "  crypto cost:    {:.1} µs/certificate on one core (before the load {:.1}, after {:.1}; ceiling {:.0}/s on this machine)",
         r.crypto_us_per_cert,
         r.crypto_us_before_load,
         r.crypto_us_after_load,
         r.crypto_ceiling_per_second
-    );
+    )?;
     match (r.server_cpu_us_per_cert, r.overhead_ratio) {
         (Some(cpu), Some(ratio)) => {
-            println!("  server CPU:     {cpu:.1} µs/certificate ({ratio:.2}× the crypto cost)")
+            outln!("  server CPU:     {cpu:.1} µs/certificate ({ratio:.2}× the crypto cost)")?
         }
-        _ => println!("  server CPU:     unknown (pass --server-pid)"),
+        _ => outln!("  server CPU:     unknown (pass --server-pid)")?,
     }
     if let Some(ceiling) = r.server_ceiling_per_second {
-        println!(
+        outln!(
             "  server alone:   {ceiling:.0}/s on this machine's cores at that CPU per certificate (load generator elsewhere)"
-        );
+        )?;
     }
     if let Some(cpu) = r.client_cpu_us_per_cert {
-        println!("  client CPU:     {cpu:.1} µs/certificate (this load generator)");
+        outln!("  client CPU:     {cpu:.1} µs/certificate (this load generator)")?;
     }
+    Ok(())
 }

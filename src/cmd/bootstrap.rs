@@ -7,7 +7,7 @@ use serde_json::json;
 use writ_agent::bootstrap::bootstrap;
 use writ_ca::KeyType;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// `writ bootstrap` flags.
 #[derive(ClapArgs)]
@@ -47,25 +47,25 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "bundle": a.out_dir.join("bundle.pem"),
         }))?,
         Format::Text if done.redeemed => {
-            println!(
+            outln!(
                 "bootstrapped {id} (serial {}), valid until {not_after}",
                 leaf.serial
-            );
-            println!(
+            )?;
+            outln!(
                 "  wrote: {}/{{cert.pem,key.pem,bundle.pem}}",
                 a.out_dir.display()
-            );
-            println!(
+            )?;
+            outln!(
                 "  keep it fresh with: writ renew --server {} --dir {}",
                 a.server,
                 a.out_dir.display()
-            );
+            )?;
         }
-        Format::Text => println!(
+        Format::Text => outln!(
             "{} already holds a valid certificate for {id} (serial {}, valid until {not_after}); token not used",
             a.out_dir.display(),
             leaf.serial
-        ),
+        )?,
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use writ_ca::{TrustBundle, TrustDomain};
 use writ_proto::v1::GetBundleRequest;
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, out};
 
 /// Bundle commands.
 #[derive(Subcommand)]
@@ -55,7 +55,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
     };
     match (a.format, a.output) {
         (BundleFormat::Spiffe, _) => output::json(&bundle.to_spiffe_json()?)?,
-        (BundleFormat::Pem, Format::Text) => print!("{}", bundle.to_pem()),
+        (BundleFormat::Pem, Format::Text) => out!("{}", bundle.to_pem())?,
         (BundleFormat::Pem, Format::Json) => output::json(&json!({
             "trust_domain": bundle.trust_domain.to_string(),
             "sequence": bundle.sequence,

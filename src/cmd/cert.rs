@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use writ_ca::CertInfo;
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// Certificate commands.
 #[derive(Subcommand)]
@@ -46,9 +46,9 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         Format::Text => {
             for (n, i) in infos.iter().enumerate() {
                 if n > 0 {
-                    println!();
+                    outln!()?;
                 }
-                print_text(n, i, now);
+                print_text(n, i, now)?;
             }
         }
     }
@@ -73,34 +73,34 @@ fn to_json(i: &CertInfo, now: SystemTime) -> serde_json::Value {
     })
 }
 
-fn print_text(n: usize, i: &CertInfo, now: SystemTime) {
+fn print_text(n: usize, i: &CertInfo, now: SystemTime) -> anyhow::Result<()> {
     let role = if i.is_ca {
         "CA certificate"
     } else {
         "certificate"
     };
-    println!("[{n}] {role}");
+    outln!("[{n}] {role}")?;
     if let Ok(id) = i.spiffe_id() {
-        println!("  SPIFFE ID:  {id}");
+        outln!("  SPIFFE ID:  {id}")?;
     }
     for u in &i.uris {
-        println!("  URI SAN:    {u}");
+        outln!("  URI SAN:    {u}")?;
     }
     for d in &i.dns_names {
-        println!("  DNS SAN:    {d}");
+        outln!("  DNS SAN:    {d}")?;
     }
     for ip in &i.ip_addrs {
-        println!("  IP SAN:     {ip}");
+        outln!("  IP SAN:     {ip}")?;
     }
     if !i.subject.is_empty() {
-        println!("  subject:    {}", i.subject);
+        outln!("  subject:    {}", i.subject)?;
     }
-    println!("  issuer:     {}", i.issuer);
-    println!(
+    outln!("  issuer:     {}", i.issuer)?;
+    outln!(
         "  key:        {}",
         i.key_type.map(|k| k.mnemonic()).unwrap_or("unknown")
-    );
-    println!("  serial:     {}", i.serial);
+    )?;
+    outln!("  serial:     {}", i.serial)?;
     let left = i.seconds_left(now);
     let validity = if left >= 0 {
         format!(
@@ -113,9 +113,10 @@ fn print_text(n: usize, i: &CertInfo, now: SystemTime) {
             humantime::format_duration(std::time::Duration::from_secs((-left) as u64))
         )
     };
-    println!(
+    outln!(
         "  not after:  {} ({validity})",
         humantime::format_rfc3339_seconds(i.not_after)
-    );
-    println!("  sha256:     {}", i.fingerprint);
+    )?;
+    outln!("  sha256:     {}", i.fingerprint)?;
+    Ok(())
 }

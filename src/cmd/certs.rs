@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use writ_proto::admin::ListCertificatesRequest;
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// Issuance log commands.
 #[derive(Subcommand)]
@@ -56,20 +56,20 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
             output::json(&serde_json::json!({ "total": r.total, "certificates": entries }))?;
         }
         Format::Text => {
-            println!(
-                "{} certificates issued; newest {}:",
-                r.total,
+            outln!(
+                "{} issued; newest {}:",
+                output::count(r.total, "certificate", "certificates"),
                 r.certificates.len()
-            );
+            )?;
             for c in &r.certificates {
-                println!(
+                outln!(
                     "{}  {:<8} {:<8} {}  {}",
                     c.serial,
                     c.key_type,
                     c.auth,
                     output::time(c.not_after),
                     c.spiffe_id
-                );
+                )?;
             }
         }
     }

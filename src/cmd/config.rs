@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use writ_server::check::{Finding, Severity, check_server_config, exit_code};
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// Configuration commands.
 #[derive(Subcommand)]
@@ -88,22 +88,29 @@ pub fn run(c: Command) -> anyhow::Result<u8> {
     } else {
         check_server_config(&text)
     };
-    match a.output {
+    // The verdict is the exit status, whether or not the whole report was read.
+    output::unless_broken_pipe(print_findings(&a.file, &findings, a.output))?;
+    Ok(exit_code(&findings))
+}
+
+/// Prints the findings about `file` on stdout.
+fn print_findings(file: &Path, findings: &[Finding], format: Format) -> anyhow::Result<()> {
+    match format {
         Format::Json => output::json(&findings)?,
         Format::Text => {
             if findings.is_empty() {
-                println!("{}: no findings", a.file.display());
+                outln!("{}: no findings", file.display())?;
             }
-            for f in &findings {
+            for f in findings {
                 let sev = match f.severity {
                     Severity::Error => "error",
                     Severity::Warning => "warning",
                 };
-                println!("{sev}: {}: {}\n  fix: {}", f.subject, f.message, f.fix);
+                outln!("{sev}: {}: {}\n  fix: {}", f.subject, f.message, f.fix)?;
             }
         }
     }
-    Ok(exit_code(&findings))
+    Ok(())
 }
 
 /// One effective default and where it came from.
@@ -215,21 +222,21 @@ fn show_defaults(a: ShowDefaultsArgs) -> anyhow::Result<()> {
         }
         Format::Text => {
             match &loaded.path {
-                Some(p) => println!("defaults file: {}", p.display()),
-                None => println!(
+                Some(p) => outln!("defaults file: {}", p.display())?,
+                None => outln!(
                     "defaults file: none ({})",
                     crate::cli_defaults::location().map_or("no HOME".into(), |(p, _)| format!(
                         "{} does not exist",
                         p.display()
                     ))
-                ),
+                )?,
             }
             for (k, e) in entries {
-                println!(
+                outln!(
                     "{k:<13} {:<40} ({})",
                     e.value.as_deref().unwrap_or("-"),
                     e.source
-                );
+                )?;
             }
         }
     }

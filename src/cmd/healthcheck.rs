@@ -14,7 +14,7 @@ use writ_agent::client::{ServerTrust, channel, client_config};
 use writ_ca::{TrustDomain, Ttl};
 
 use crate::admin_client::AdminTarget;
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// `writ healthcheck` flags.
 #[derive(ClapArgs)]
@@ -56,7 +56,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             a.timeout
         )),
     };
-    let (status, error) = match &outcome {
+    output::unless_broken_pipe(print(&a, &outcome))?;
+    match outcome {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(s) => anyhow::bail!(
+            "{} at {} reports {}: the CA cannot sign right now; see the server's log",
+            service_name(&a.service),
+            a.server,
+            s.as_str_name()
+        ),
+        Err(e) => Err(e.context(format!("health check of {} failed", a.server))),
+    }
+}
+
+/// Prints the outcome of the check on stdout.
+fn print(a: &Args, outcome: &anyhow::Result<ServingStatus>) -> anyhow::Result<()> {
+    let (status, error) = match outcome {
         Ok(s) => (s.as_str_name().to_owned(), None),
         Err(e) => ("UNREACHABLE".to_owned(), Some(format!("{e:#}"))),
     };
@@ -69,26 +84,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "error": error,
         }))?,
         Format::Text => {
-            if let Ok(s) = &outcome {
-                println!(
+            if let Ok(s) = outcome {
+                outln!(
                     "{}: {} at {}",
                     s.as_str_name(),
                     service_name(&a.service),
                     a.server
-                );
+                )?;
             }
         }
     }
-    match outcome {
-        Ok(ServingStatus::Serving) => Ok(()),
-        Ok(s) => anyhow::bail!(
-            "{} at {} reports {}: the CA cannot sign right now; see the server's log",
-            service_name(&a.service),
-            a.server,
-            s.as_str_name()
-        ),
-        Err(e) => Err(e.context(format!("health check of {} failed", a.server))),
-    }
+    Ok(())
 }
 
 fn service_name(s: &str) -> &str {

@@ -7,7 +7,7 @@ use writ_ca::SpiffeId;
 use writ_proto::admin::{IdentityAllowRequest, IdentityDenyRequest, IdentityListRequest};
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// Identity deny-list commands.
 #[derive(Subcommand)]
@@ -74,10 +74,11 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
                 .into_inner();
             match a.output {
                 Format::Json => output::json(&entry(&d))?,
-                Format::Text => println!(
+                Format::Text => outln!(
                     "denied {} (existing certificates stay valid until they expire; lift with `writ identity allow {}`)",
-                    d.spiffe_id, d.spiffe_id
-                ),
+                    d.spiffe_id,
+                    d.spiffe_id
+                )?,
             }
         }
         Command::Allow(a) => {
@@ -94,8 +95,8 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
                     "spiffe_id": a.spiffe_id.to_string(),
                     "was_denied": r.was_denied,
                 }))?,
-                Format::Text if r.was_denied => println!("allowed {} again", a.spiffe_id),
-                Format::Text => println!("{} was not denied; nothing changed", a.spiffe_id),
+                Format::Text if r.was_denied => outln!("allowed {} again", a.spiffe_id)?,
+                Format::Text => outln!("{} was not denied; nothing changed", a.spiffe_id)?,
             }
         }
         Command::List(a) => {
@@ -110,14 +111,21 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
                     "denied": r.denied.iter().map(entry).collect::<Vec<_>>(),
                 }))?,
                 Format::Text => {
-                    println!("{} denied identities:", r.denied.len());
+                    outln!(
+                        "{}:",
+                        output::count(
+                            r.denied.len() as u64,
+                            "denied identity",
+                            "denied identities"
+                        )
+                    )?;
                     for d in &r.denied {
-                        println!(
+                        outln!(
                             "{}  since {}  {}",
                             d.spiffe_id,
                             output::time(d.since),
                             d.reason
-                        );
+                        )?;
                     }
                 }
             }

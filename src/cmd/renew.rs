@@ -7,7 +7,7 @@ use serde_json::json;
 use writ_agent::renew::{RenewOptions, renew_dir};
 use writ_ca::{KeyType, Ttl};
 
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// `writ renew` flags.
 #[derive(ClapArgs)]
@@ -43,12 +43,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "serial": leaf.serial,
             "not_after": humantime::format_rfc3339_seconds(leaf.not_after).to_string(),
         }))?,
-        Format::Text => println!(
+        Format::Text => outln!(
             "renewed {} (serial {}), valid until {}",
             leaf.spiffe_id()?,
             leaf.serial,
             humantime::format_rfc3339_seconds(leaf.not_after)
-        ),
+        )?,
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use writ_proto::admin::{
 };
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// Root commands.
 #[derive(Subcommand)]
@@ -178,7 +178,7 @@ fn print(r: &RootStatusResponse, format: Format) -> anyhow::Result<()> {
         })),
         Format::Text => {
             for g in &r.generations {
-                println!(
+                outln!(
                     "G{} {:<9} {:<8} root {}…  root until {}  live leaves {}{}{}",
                     g.id,
                     g.state,
@@ -192,21 +192,21 @@ fn print(r: &RootStatusResponse, format: Format) -> anyhow::Result<()> {
                     } else {
                         ""
                     },
-                );
+                )?;
             }
             if r.next_action.is_empty() {
-                println!("next step: none");
+                outln!("next step: none")?;
             } else {
-                println!(
+                outln!(
                     "next step: {} (allowed from {})",
                     r.next_action,
                     when(r.next_allowed_at)
-                );
+                )?;
             }
             if r.rotating {
-                println!("a rotation is under way; the server takes each step when it is allowed");
+                outln!("a rotation is under way; the server takes each step when it is allowed")?;
             }
-            println!("bundle sequence: {}", r.bundle_sequence);
+            outln!("bundle sequence: {}", r.bundle_sequence)?;
             Ok(())
         }
     }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use writ_ca::{KeyType, TrustDomain, Ttl};
 use writ_server::ServerConfig;
 
-use crate::output::Format;
+use crate::output::{Format, StdoutError, outln};
 
 /// `writ server` flags; each may also be set in the TOML file given by --config.
 #[derive(ClapArgs)]
@@ -134,37 +134,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut running = writ_server::start(settings, shutdown.clone())
         .await
         .context("starting the server")?;
-    match a.output {
-        Format::Json => println!(
-            "{}",
-            json!({
-                "listen": running.addr.to_string(),
-                "metrics_listen": running.metrics_addr.map(|a| a.to_string()),
-                "data_dir": running.data_dir,
-                "admin_socket": running.admin_socket,
-                "trust_domain": td.to_string(),
-                "root_fingerprint": running.root_fingerprint,
-                "created": running.created,
-            })
-        ),
-        Format::Text => {
-            println!(
-                "writ server ({})",
-                if running.created {
-                    "new CA created"
-                } else {
-                    "existing CA"
-                }
-            );
-            println!("  data dir:      {}", running.data_dir.display());
-            println!("  listening on:  {}", running.addr);
-            println!("  admin socket:  {}", running.admin_socket.display());
-            if let Some(m) = running.metrics_addr {
-                println!("  metrics:       http://{m}/metrics");
-            }
-            println!("  trust domain:  {td}");
-            println!("  root sha256:   {}", running.root_fingerprint);
-        }
+    // The CA serves whether or not anyone reads this: a supervisor that took the first
+    // line and closed the pipe must not take the server down with it.
+    if let Err(e) = summary(&running, &td, a.output) {
+        tracing::warn!("the start-up summary was not printed ({e}); serving anyway");
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -178,6 +151,47 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         tracing::info!("stopped");
     } else {
         tracing::warn!("connections still open when the shutdown grace ran out were cut");
+    }
+    Ok(())
+}
+
+/// Prints what was started, and where, on stdout.
+fn summary(
+    running: &writ_server::Running,
+    td: &TrustDomain,
+    format: Format,
+) -> Result<(), StdoutError> {
+    match format {
+        Format::Json => outln!(
+            "{}",
+            json!({
+                "listen": running.addr.to_string(),
+                "metrics_listen": running.metrics_addr.map(|a| a.to_string()),
+                "data_dir": running.data_dir,
+                "admin_socket": running.admin_socket,
+                "trust_domain": td.to_string(),
+                "root_fingerprint": running.root_fingerprint,
+                "created": running.created,
+            })
+        )?,
+        Format::Text => {
+            outln!(
+                "writ server ({})",
+                if running.created {
+                    "new CA created"
+                } else {
+                    "existing CA"
+                }
+            )?;
+            outln!("  data dir:      {}", running.data_dir.display())?;
+            outln!("  listening on:  {}", running.addr)?;
+            outln!("  admin socket:  {}", running.admin_socket.display())?;
+            if let Some(m) = running.metrics_addr {
+                outln!("  metrics:       http://{m}/metrics")?;
+            }
+            outln!("  trust domain:  {td}")?;
+            outln!("  root sha256:   {}", running.root_fingerprint)?;
+        }
     }
     Ok(())
 }

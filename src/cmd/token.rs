@@ -6,7 +6,7 @@ use writ_ca::{SpiffeId, Ttl};
 use writ_proto::admin::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest};
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format};
+use crate::output::{self, Format, outln};
 
 /// Bootstrap token commands.
 #[derive(Subcommand)]
@@ -91,7 +91,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         }))?,
         Format::Text => {
             // stdout carries the token alone, for redirection; the rest goes to stderr.
-            println!("{}", r.token);
+            outln!("{}", r.token)?;
             eprintln!(
                 "token {} for {} expires {}; redeem with: writ bootstrap --server HOST:PORT --token-file FILE --out-dir DIR",
                 r.jti,
@@ -131,17 +131,20 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
             output::json(&json!({ "tokens": tokens }))?;
         }
         Format::Text => {
-            println!("{} tokens:", r.tokens.len());
+            outln!(
+                "{}:",
+                output::count(r.tokens.len() as u64, "token", "tokens")
+            )?;
             for t in &r.tokens {
                 let serial = if t.serial.is_empty() { "-" } else { &t.serial };
-                println!(
+                outln!(
                     "{}  {:<8} expires {}  serial {}  {}",
                     t.jti,
                     t.state,
                     output::time(t.expires),
                     serial,
                     t.spiffe_id
-                );
+                )?;
             }
         }
     }
@@ -156,7 +159,7 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         .map_err(status)?;
     match a.output {
         Format::Json => output::json(&json!({ "jti": a.jti, "state": "revoked" }))?,
-        Format::Text => println!("revoked token {}", a.jti),
+        Format::Text => outln!("revoked token {}", a.jti)?,
     }
     Ok(())
 }
