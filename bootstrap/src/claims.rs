@@ -95,9 +95,14 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The instant `secs` after the epoch.
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 (and so every message naming a token's
+/// times) can write.
+const LATEST: u64 = 253_402_300_799;
+
+/// The instant `secs` after the epoch; a token's claim beyond [`LATEST`] reads as
+/// `LATEST`, so no claim can overflow the clock or an error message that prints it.
 pub(crate) fn from_unix(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    UNIX_EPOCH + Duration::from_secs(secs.min(LATEST))
 }
 
 /// True for a SHA-256 fingerprint as writ prints them: 64 lowercase hex digits.

@@ -171,7 +171,7 @@ pub fn verify_platform_token(
     let exp = claims
         .exp
         .ok_or_else(|| refuse("the token has no `exp`".into()))?;
-    let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(exp);
+    let expires_at = crate::claims::from_unix(exp);
     if expires_at + PLATFORM_LEEWAY <= now {
         return Err(refuse(format!(
             "the token expired at {}; mount a fresh projected token",
@@ -179,7 +179,7 @@ pub fn verify_platform_token(
         )));
     }
     if let Some(nbf) = claims.nbf {
-        let nbf = SystemTime::UNIX_EPOCH + Duration::from_secs(nbf);
+        let nbf = crate::claims::from_unix(nbf);
         if nbf > now + PLATFORM_LEEWAY {
             return Err(refuse(format!(
                 "the token is not valid before {}; check the clocks",

@@ -180,6 +180,20 @@ fn rejections_name_what_was_wrong() {
     let mut c = claims.clone();
     c["nbf"] = json!(1_800_000_000u64 + 600);
     assert!(reason(verify(&rsa.token("r1", &c), &set)).contains("not valid before"));
+    // Times past year 9999 (once a panic while printing the message), and up to u64::MAX
+    // (once an overflow of the clock), are refused or accepted like any other.
+    for far in [1_799_799_999_990u64, u64::MAX] {
+        let mut c = claims.clone();
+        c["nbf"] = json!(far);
+        let why = reason(verify(&rsa.token("r1", &c), &set));
+        assert!(
+            why.contains("not valid before 9999-12-31T23:59:59Z"),
+            "{why}"
+        );
+        let mut c = claims.clone();
+        c["exp"] = json!(far);
+        assert!(verify(&rsa.token("r1", &c), &set).is_ok(), "exp {far}");
+    }
 
     let mut c = claims.clone();
     c.as_object_mut().unwrap().remove("exp");
