@@ -12,6 +12,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The log filter from `WRIT_LOG` (default `info`). A value that does not parse is said
+/// once on stderr instead of being dropped without a word.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    match std::env::var("WRIT_LOG") {
+        Err(_) => EnvFilter::new("info"),
+        Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!(
+                "warning: WRIT_LOG={spec:?} is not a log filter ({e}); logging at info. \
+                 Examples: WRIT_LOG=debug, WRIT_LOG=warn,writ_server=debug"
+            );
+            EnvFilter::new("info")
+        }),
+    }
+}
+
 /// jemalloc, not glibc's malloc: a renewal's larger buffers miss glibc's per-thread cache
 /// and the server's workers meet on its arena locks; jemalloc takes 10% off the server's
 /// CPU per certificate (BENCHMARKS.md, tenth round).
@@ -62,8 +78,10 @@ ENVIRONMENT:
     WRIT_CONFIG       the CLI defaults file (instead of cli.toml)
 
 EXIT STATUS:
-    0 success; 1 failure (the message says what was wrong and what to do);
-    `config check`: 1 warnings, 2 errors; `healthcheck`: 1 when not SERVING.
+    0 success; 1 failure (the message says what was wrong and what to do); 2 a usage
+    error (flags, cli.toml, WRIT_CONFIG); `config check`: 1 warnings, 2 errors;
+    `healthcheck`: 1 when not SERVING. Output cut short by its reader (`| head`) is not
+    a failure.
 
 Every command that prints data takes -o json. Durations: 90s, 15m, 24h, 30d. Key types:
 ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096. Run `writ <command> --help` for each
@@ -140,10 +158,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: journald, container runtimes and log
         // files would store the escape codes in every line.

@@ -42,3 +42,25 @@ fn every_command_documents_itself() {
         assert!(help.contains("Usage: writ"), "{c}: {help}");
     }
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_said_not_dropped() {
+    let run = |filter: &str| {
+        std::process::Command::new(common::writ_bin())
+            .args(["cert", "inspect", "/nonexistent/cert.pem"])
+            .env("WRIT_LOG", filter)
+            .output()
+            .unwrap()
+    };
+    let out = run("bogus===");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WRIT_LOG=\"bogus===\" is not a log filter") && stderr.contains("info"),
+        "{stderr}"
+    );
+    // The command itself still runs and fails for its own reason.
+    assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+    let out = run("warn,writ_server=debug");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not a log filter"), "{stderr}");
+}
