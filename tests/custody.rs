@@ -211,7 +211,7 @@ fn no_passphrase_without_dev_is_refused() {
             && err.contains("--dev"),
         "{err}"
     );
-    assert!(!data.join("db").exists(), "a refused start created a CA");
+    assert!(!data.exists(), "a refused start created the data dir");
 }
 
 #[test]
@@ -231,6 +231,11 @@ fn dev_ca_is_encrypted_on_first_start_with_a_passphrase() {
     assert!(
         err.refusal().contains("encrypted with a passphrase"),
         "{}",
+        err.refusal()
+    );
+    assert!(
+        !err.refusal().contains("UNENCRYPTED"),
+        "no warning about unencrypted keys before refusing to open encrypted ones: {}",
         err.refusal()
     );
 }

@@ -87,14 +87,8 @@ pub fn key_protection(settings: &Settings, env: Option<String>) -> Result<KeyPro
             }
             Zeroizing::new(env.as_bytes().to_vec())
         }
-        (None, None) if settings.dev => {
-            tracing::warn!(
-                "WARNING: development mode: the CA's private keys are stored UNENCRYPTED in {}; \
-                 never use --dev for a CA that matters (give --passphrase-file instead)",
-                settings.data_dir.display()
-            );
-            return Ok(KeyProtection::Unencrypted);
-        }
+        // The start-up warning comes once the keys are open (`crate::start`).
+        (None, None) if settings.dev => return Ok(KeyProtection::Unencrypted),
         (None, None) => {
             return Err(Error::Custody(format!(
                 "no passphrase to encrypt the CA's private keys with: pass --passphrase-file FILE \

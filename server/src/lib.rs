@@ -103,12 +103,16 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     raise_fd_limit();
     // jsonwebtoken needs a process-wide crypto provider before any token is touched.
     writ_bootstrap::install_crypto_provider();
-    prepare_data_dir(&settings.data_dir)?;
-    custody::check_paths(&settings)?;
+    // Decided before the data directory is created, so a start refused for want of a
+    // passphrase leaves nothing behind.
     let protection =
         custody::key_protection(&settings, std::env::var(custody::PASSPHRASE_ENV).ok())?;
+    let unencrypted = matches!(protection, writ_ca::seal::KeyProtection::Unencrypted);
+    prepare_data_dir(&settings.data_dir)?;
+    custody::check_paths(&settings)?;
 
     let db_path = settings.data_dir.join("db");
+    let data_dir = settings.data_dir.clone();
     let store_options = writ_ca::store::StoreOptions {
         journal_segment_bytes: settings.audit_segment_bytes,
     };
@@ -125,6 +129,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         let (sealer, new_kek) = writ_ca::seal::unlock(store.as_ref(), protection)?;
         if new_kek {
             tracing::info!("private keys are now encrypted under the given passphrase");
+        }
+        // Only once the keys opened unencrypted: a CA whose keys are sealed refuses --dev
+        // without a passphrase, and warning first would contradict that refusal.
+        if unencrypted {
+            tracing::warn!(
+                "WARNING: development mode: the CA's private keys are stored UNENCRYPTED in {}; \
+                 never use --dev for a CA that matters (give --passphrase-file instead)",
+                data_dir.display()
+            );
         }
         let (authority, created) = Authority::open_sealed(ca_settings, store, sealer.clone())?;
         // Same store as the CA: token state lives (and is backed up) with the CA state.
