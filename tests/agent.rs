@@ -63,17 +63,7 @@ impl Drop for Agent {
 }
 
 fn mint(server: &Server, dir: &Path, ttl: &str) {
-    let d = dir.display().to_string();
-    server.admin_json(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        ID,
-        "--out-dir",
-        &d,
-        "--ttl",
-        ttl,
-    ]);
+    common::assert_success(&server.mint_ttl(ID, dir, ttl, &[]), &["x509", "mint"]);
 }
 
 fn serial(dir: &Path) -> String {

@@ -200,19 +200,7 @@ fn audit_verify_file_wins_over_a_data_dir_from_the_environment() {
 
 /// `writ x509 mint --ttl TTL -o json`: its JSON and its stderr.
 fn mint_json(server: &Server, dir: &Path, ttl: &str) -> (serde_json::Value, String) {
-    let d = dir.display().to_string();
-    let out = server.admin(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        ID,
-        "--out-dir",
-        &d,
-        "--ttl",
-        ttl,
-        "-o",
-        "json",
-    ]);
+    let out = server.mint_ttl(ID, dir, ttl, &["-o", "json"]);
     assert_success(&out, &["x509", "mint", "--ttl", ttl]);
     (serde_json::from_slice(&out.stdout).unwrap(), stderr(&out))
 }
@@ -259,17 +247,7 @@ fn mint_says_when_the_server_grants_another_lifetime_than_asked() {
     assert_eq!(v["ttl_seconds"], 7200, "{v}");
 
     // In text mode stdout is as before, and the note is on stderr.
-    let d = dir.display().to_string();
-    let out = server.admin(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        ID,
-        "--out-dir",
-        &d,
-        "--ttl",
-        "48h",
-    ]);
+    let out = server.mint_ttl(ID, &dir, "48h", &[]);
     assert_success(&out, &["x509", "mint"]);
     assert!(stdout(&out).starts_with(&format!("issued {ID} (serial ")));
     assert!(!stdout(&out).contains("note"), "{}", stdout(&out));

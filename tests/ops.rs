@@ -314,16 +314,7 @@ fn agent_metrics_follow_rotation() {
     );
     let dir = tmp.path().join("id");
     let d = dir.display().to_string();
-    server.admin_json(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        ID,
-        "--out-dir",
-        &d,
-        "--ttl",
-        "6s",
-    ]);
+    common::assert_success(&server.mint_ttl(ID, &dir, "6s", &[]), &["x509", "mint"]);
     let socket = tmp.path().join("workload.sock");
     let mut agent = std::process::Command::new(common::writ_bin())
         .args([

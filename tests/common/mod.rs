@@ -90,6 +90,23 @@ impl Server {
         writ(&all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// `writ x509 mint --spiffe-id ID --out-dir DIR --ttl TTL EXTRA...` against this server.
+    pub fn mint_ttl(&self, id: &str, dir: &Path, ttl: &str, extra: &[&str]) -> Output {
+        let d = dir.display().to_string();
+        let mut args = vec![
+            "x509",
+            "mint",
+            "--spiffe-id",
+            id,
+            "--out-dir",
+            &d,
+            "--ttl",
+            ttl,
+        ];
+        args.extend(extra);
+        self.admin(&args)
+    }
+
     /// Like [`Server::admin`], asserting success and parsing stdout as JSON.
     pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
