@@ -42,17 +42,7 @@ impl Drop for Agent {
 }
 
 fn mint(server: &Server, id: &str, dir: &Path, ttl: &str) {
-    let d = dir.display().to_string();
-    server.admin_json(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        id,
-        "--out-dir",
-        &d,
-        "--ttl",
-        ttl,
-    ]);
+    common::assert_success(&server.mint_ttl(id, dir, ttl, &[]), &["x509", "mint"]);
 }
 
 fn root_status(server: &Server) -> serde_json::Value {
