@@ -22,15 +22,30 @@ struct Agent {
 
 impl Agent {
     fn start(server: &Server, out_dir: &Path, extra: &[&str]) -> Agent {
-        let child = Command::new(writ_bin())
-            .args(["agent", "--server", &server.addr, "--out-dir"])
-            .arg(out_dir)
-            .args(extra)
+        let child = Self::command(server, out_dir, extra)
             .env("WRIT_LOG", "error")
-            .stdin(Stdio::null())
             .spawn()
             .unwrap();
         Agent { child }
+    }
+
+    /// Like [`Agent::start`], logging warnings and errors to `log`.
+    fn start_logged(server: &Server, out_dir: &Path, extra: &[&str], log: &Path) -> Agent {
+        let child = Self::command(server, out_dir, extra)
+            .env("WRIT_LOG", "warn")
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child }
+    }
+
+    fn command(server: &Server, out_dir: &Path, extra: &[&str]) -> Command {
+        let mut c = Command::new(writ_bin());
+        c.args(["agent", "--server", &server.addr, "--out-dir"])
+            .arg(out_dir)
+            .args(extra)
+            .stdin(Stdio::null());
+        c
     }
 
     fn pid(&self) -> u32 {
@@ -176,6 +191,33 @@ async fn rotates_repeatedly_with_matching_files_hook_and_workload_api() {
     let status = AgentStatus::read(&out).unwrap();
     assert!(status.rotations >= 3);
     assert!(status.next_renewal.is_some());
+}
+
+/// `--ttl` above the server's max_ttl: the agent renews for max_ttl and says so in its
+/// log once, not at every renewal.
+#[test]
+fn warns_once_when_granted_a_shorter_lifetime_than_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--min-ttl", "1s", "--default-ttl", "4s", "--max-ttl", "4s"],
+    );
+    let out = tmp.path().join("id");
+    mint(&server, &out, "4s");
+    let log = tmp.path().join("agent.log");
+    let mut agent = Agent::start_logged(&server, &out, &["--ttl", "1h"], &log);
+    assert!(
+        wait_until(Duration::from_secs(30), || AgentStatus::read(&out)
+            .is_some_and(|s| s.rotations >= 3)),
+        "the agent did not renew three times"
+    );
+    assert!(agent.alive());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warned = text
+        .lines()
+        .filter(|l| l.contains("asked for 1h, got 4s: the server's max_ttl is 4s"))
+        .count();
+    assert_eq!(warned, 1, "{text}");
 }
 
 #[test]

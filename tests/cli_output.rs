@@ -1,8 +1,8 @@
 //! End to end: what the `writ` CLI prints, as a user in a shell meets it. A command piped
 //! into `head` ends quietly with exit status 0 once `head` has gone; `audit verify --file`
-//! is not refused because WRIT_DATA_DIR is exported; `x509 mint` says when the server
-//! granted another lifetime than `--ttl` asked for; and lists count one thing in the
-//! singular.
+//! is not refused because WRIT_DATA_DIR is exported; `x509 mint` and `renew` say when the
+//! server granted another lifetime than `--ttl` asked for; and lists count one thing in
+//! the singular.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -256,6 +256,50 @@ fn mint_says_when_the_server_grants_another_lifetime_than_asked() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `writ renew --dir DIR --ttl TTL -o json` against `server`: its JSON and its stderr.
+fn renew_json(server: &Server, dir: &Path, ttl: &str) -> (serde_json::Value, String) {
+    let d = dir.display().to_string();
+    let args = [
+        "renew",
+        "--server",
+        &server.addr,
+        "--dir",
+        &d,
+        "--ttl",
+        ttl,
+        "-o",
+        "json",
+    ];
+    let out = writ(&args);
+    assert_success(&out, &args);
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr(&out))
+}
+
+#[test]
+fn renew_says_when_the_server_grants_another_lifetime_than_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--max-ttl", "2h"]);
+    let dir = tmp.path().join("web");
+    assert_success(&server.mint_ttl(ID, &dir, "1h", &[]), &["x509", "mint"]);
+
+    // Above max_ttl: renewed for max_ttl, said on stderr, both numbers in the JSON.
+    let (v, err) = renew_json(&server, &dir, "48h");
+    assert_eq!(
+        err.trim_end(),
+        "note: asked for 48h, got 2h: the server's max_ttl is 2h (its --max-ttl flag or max_ttl setting)"
+    );
+    assert_eq!(v["ttl_seconds"], 7200, "{v}");
+    assert_eq!(v["requested_ttl_seconds"], 172_800, "{v}");
+    let left = seconds_left(&dir);
+    assert!((7200 - 60..=7200).contains(&left), "{left}");
+
+    // Within the bounds: nothing to say.
+    let (v, err) = renew_json(&server, &dir, "90m");
+    assert_eq!(err, "");
+    assert_eq!(v["ttl_seconds"], 5400, "{v}");
+    assert_eq!(v["requested_ttl_seconds"], 5400, "{v}");
 }
 
 #[test]

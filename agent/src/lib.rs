@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod files;
 mod hook;
+pub mod lifetime;
 pub mod lock;
 mod metrics;
 pub mod platform;

@@ -10,6 +10,7 @@ use writ_proto::v1;
 use crate::Error;
 use crate::client::{ServerTrust, connect_for_renewal};
 use crate::files::{self, Identity};
+use crate::lifetime::Granted;
 
 /// What to ask for when renewing.
 #[derive(Clone, Copy, Debug)]
@@ -29,8 +30,17 @@ impl Default for RenewOptions {
     }
 }
 
+/// A renewal's outcome.
+pub struct Renewed {
+    /// The new identity.
+    pub identity: Identity,
+    /// The lifetime the CA granted against the one asked for; `None` from a CA that does
+    /// not say.
+    pub lifetime: Option<Granted>,
+}
+
 /// Renews `current` at the server `addr`, returning the new identity (not yet written).
-pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result<Identity, Error> {
+pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result<Renewed, Error> {
     let leaf = current.leaf_info()?;
     let id = leaf.spiffe_id()?;
     if leaf.not_after <= SystemTime::now() {
@@ -80,11 +90,15 @@ pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result
         }
         _ => id,
     };
-    accept(resp, &expected, key)
+    let lifetime = Granted::from_response(opts.ttl, &resp);
+    Ok(Renewed {
+        identity: accept(resp, &expected, key)?,
+        lifetime,
+    })
 }
 
 /// Renews the identity stored in `dir` and replaces the files as a set.
-pub async fn renew_dir(addr: &str, dir: &Path, opts: RenewOptions) -> Result<Identity, Error> {
+pub async fn renew_dir(addr: &str, dir: &Path, opts: RenewOptions) -> Result<Renewed, Error> {
     let current = files::read_identity(dir)?.ok_or_else(|| {
         Error::NoIdentity(format!(
             "no certificate in {}: obtain one first (writ bootstrap, or writ x509 mint)",
@@ -92,7 +106,7 @@ pub async fn renew_dir(addr: &str, dir: &Path, opts: RenewOptions) -> Result<Ide
         ))
     })?;
     let new = renew(addr, &current, opts).await?;
-    files::write_identity(dir, &new)?;
+    files::write_identity(dir, &new.identity)?;
     Ok(new)
 }
 

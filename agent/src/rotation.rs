@@ -16,9 +16,10 @@ use writ_ca::KeyType;
 
 use crate::client::ServerTrust;
 use crate::files::{self, Identity};
+use crate::lifetime::Granted;
 use crate::metrics::AgentMetrics;
 use crate::platform::{self, JwtSource};
-use crate::renew::{RenewOptions, renew};
+use crate::renew::{RenewOptions, Renewed, renew};
 use crate::schedule::Schedule;
 use crate::status::{AgentStatus, rfc3339};
 use crate::watch::{BundleWatch, Transport};
@@ -203,6 +204,9 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
     // CAs backdate notBefore for clock skew, which would otherwise eat a short lifetime.
     // A certificate found on disk counts from its notBefore.
     let mut obtained: Option<SystemTime> = None;
+    // The lifetime last warned about, so a clamped --ttl is reported once, not at every
+    // renewal.
+    let mut warned: Option<Duration> = None;
     loop {
         let current = agent.identity();
         let leaf = current.leaf_info()?;
@@ -236,16 +240,19 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
             match &agent.opts.jwt {
                 // Every renewal proves the platform identity afresh, as Istio's agent
                 // does: a deleted service account stops getting certificates.
-                Some(jwt) => {
-                    platform::obtain(
-                        &agent.opts.server,
-                        jwt,
-                        Some(&current),
-                        renew_opts.key_type,
-                        renew_opts.ttl,
-                    )
-                    .await
-                }
+                // Istio's answer does not say what lifetime it granted.
+                Some(jwt) => platform::obtain(
+                    &agent.opts.server,
+                    jwt,
+                    Some(&current),
+                    renew_opts.key_type,
+                    renew_opts.ttl,
+                )
+                .await
+                .map(|identity| Renewed {
+                    identity,
+                    lifetime: None,
+                }),
                 None => renew(&agent.opts.server, &current, renew_opts).await,
             }
         };
@@ -263,9 +270,10 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
         match renewed {
             Ok(new) => {
                 obtained = Some(SystemTime::now());
+                warn_lifetime(&mut warned, new.lifetime);
                 let _guard = agent.update.lock().await;
-                let serial = new.leaf_info()?.serial;
-                agent.publish(new).await?;
+                let serial = new.identity.leaf_info()?.serial;
+                agent.publish(new.identity).await?;
                 tracing::info!(%serial, "rotated");
                 agent.metrics.rotated();
                 agent.write_status(|s| {
@@ -304,6 +312,24 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
                 }
             }
         }
+    }
+}
+
+/// Warns when the CA granted another lifetime than asked for: at the first such renewal
+/// and whenever the lifetime granted changes. `warned` holds the last one warned about.
+fn warn_lifetime(warned: &mut Option<Duration>, lifetime: Option<Granted>) {
+    let Some(g) = lifetime else { return };
+    match g.note() {
+        Some(note) if *warned != Some(g.granted) => {
+            tracing::warn!(
+                requested_ttl_seconds = g.requested.map(|d| d.as_secs()),
+                ttl_seconds = g.granted.as_secs(),
+                "{note}"
+            );
+            *warned = Some(g.granted);
+        }
+        Some(_) => {}
+        None => *warned = None,
     }
 }
 

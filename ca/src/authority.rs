@@ -7,10 +7,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::generation::{Validity, unix};
-use crate::issuer::sign_leaf;
+use crate::issuer::{granted_lifetime, sign_leaf};
 use crate::seal::Sealer;
 use crate::store::{IssuanceRecord, Store};
-use crate::ttl::{OverMax, TtlBounds};
+use crate::ttl::{LifetimeLimit, OverMax, TtlBounds};
 use crate::verify::{Usage, VerifiedPeer, verify_chain};
 use crate::{
     Caller, Csr, Error, Generation, GenerationState, Issued, KeyType, LeafTemplate, Policy,
@@ -96,6 +96,11 @@ pub struct Issuance {
     pub key_type: crate::KeyType,
     /// The DNS names in the leaf.
     pub dns_names: Vec<String>,
+    /// The lifetime granted: notAfter minus the moment of signing (notBefore is backdated).
+    pub lifetime: Duration,
+    /// Why `lifetime` differs from the one requested (with none requested, from the
+    /// default), if it does.
+    pub limited_by: Option<LifetimeLimit>,
     /// Whether the issuing generation's root is one this CA made, not an imported one: a
     /// holder of the leaf then proves the identity to this CA exactly as
     /// [`Authority::verify_client`] would find by verifying it (an imported root's own
@@ -327,8 +332,9 @@ impl Authority {
             .signing_ref()
             .ok_or_else(|| Error::Corrupt("the active intermediate has no key".into()))?;
         let mut attempts = 0;
-        let leaf = loop {
-            let leaf = sign_leaf(template, &issuer, SystemTime::now(), self.settings.backdate)?;
+        let (leaf, signed_at) = loop {
+            let now = SystemTime::now();
+            let leaf = sign_leaf(template, &issuer, now, self.settings.backdate)?;
             let record = IssuanceRecord {
                 serial: leaf.serial.clone(),
                 spiffe_id: template.id.to_string(),
@@ -340,17 +346,20 @@ impl Authority {
                 generation: generation.id,
             };
             match self.store.record_issuance_unsynced(&record) {
-                Ok(()) => break leaf,
+                Ok(()) => break (leaf, now),
                 // A 127-bit random serial colliding means a broken RNG or an attack on the
                 // log; try a fresh one a few times rather than ever reusing it.
                 Err(Error::SerialReused) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e),
             }
         };
+        let (lifetime, limited_by) = granted_lifetime(template, issuer.not_after, signed_at);
         let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
         let mut chain = vec![leaf.der.clone()];
         chain.extend(generation.chain_after_leaf(previous));
         Ok(Unsynced(Issuance {
+            lifetime,
+            limited_by,
             key_type: template.key_type,
             leaf,
             chain,
@@ -573,6 +582,7 @@ impl Authority {
             key_type: KeyType::EcP256,
             public_key: public_key.to_vec(),
             lifetime: Duration::from_secs(60),
+            limited_by: None,
             auth: crate::AuthMethod::Internal,
         };
         let leaf = sign_leaf(&template, &issuer, now, self.settings.backdate)?;

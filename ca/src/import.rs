@@ -121,6 +121,7 @@ pub(crate) fn import_generation(
         key_type: issuer.key.key_type(),
         public_key: issuer.key.public_key_raw().to_vec(),
         lifetime: Duration::from_secs(60),
+        limited_by: None,
         auth: AuthMethod::Internal,
     };
     let trial = sign_leaf(&template, &issuer, now, settings.backdate)?;

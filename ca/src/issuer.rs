@@ -9,6 +9,7 @@ use rcgen::{
 };
 
 use crate::key::RcgenSigner;
+use crate::ttl::LifetimeLimit;
 use crate::{CaSigningKey, Error, KeyType, LeafTemplate};
 
 /// A certificate this CA signed.
@@ -45,6 +46,24 @@ impl IssuerRef<'_> {
         p.key_identifier_method = KeyIdMethod::PreSpecified(self.key_id.to_vec());
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         Issuer::new(p, RcgenSigner(self.key))
+    }
+}
+
+/// The lifetime a leaf for `template` signed at `now` gets under an issuer whose notAfter
+/// is `issuer_end`, and why it differs from the one requested: the policy's answer unless
+/// the issuer ends first. A cut lifetime is in whole seconds, as notAfter is encoded.
+pub(crate) fn granted_lifetime(
+    template: &LeafTemplate,
+    issuer_end: SystemTime,
+    now: SystemTime,
+) -> (Duration, Option<LifetimeLimit>) {
+    match issuer_end.duration_since(now) {
+        Ok(left) if left >= template.lifetime => (template.lifetime, template.limited_by),
+        Ok(left) => (
+            Duration::from_secs(left.as_secs()),
+            Some(LifetimeLimit::IssuerExpiry),
+        ),
+        Err(_) => (Duration::ZERO, Some(LifetimeLimit::IssuerExpiry)),
     }
 }
 
@@ -305,5 +324,42 @@ impl rcgen::PublicKeyData for SubjectKey<'_> {
     }
     fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
         self.kind.signature_algorithm()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuthMethod, SpiffeId};
+
+    fn template(secs: u64, limited_by: Option<LifetimeLimit>) -> LeafTemplate {
+        LeafTemplate {
+            id: SpiffeId::parse("spiffe://td/a").unwrap(),
+            dns_names: Vec::new(),
+            ip_addrs: Vec::new(),
+            key_type: KeyType::EcP256,
+            public_key: Vec::new(),
+            lifetime: Duration::from_secs(secs),
+            limited_by,
+            auth: AuthMethod::Mtls,
+        }
+    }
+
+    #[test]
+    fn the_issuers_end_is_reported_only_when_it_cuts() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_007_200);
+        let granted = |secs, limit| granted_lifetime(&template(secs, limit), end, now);
+        // Within the issuer's life: the policy's answer, whatever it was.
+        assert_eq!(granted(3600, None), (Duration::from_secs(3600), None));
+        let max = Some(LifetimeLimit::MaxTtl);
+        assert_eq!(granted(3600, max), (Duration::from_secs(3600), max));
+        // Past it: cut to the issuer's end, in whole seconds, and that is the reason even
+        // when a TTL bound had changed the request first.
+        let cut = (Duration::from_secs(7199), Some(LifetimeLimit::IssuerExpiry));
+        assert_eq!(granted(86_400, None), cut);
+        assert_eq!(granted(86_400, max), cut);
+        let expired = granted_lifetime(&template(60, None), now, end);
+        assert_eq!(expired, (Duration::ZERO, Some(LifetimeLimit::IssuerExpiry)));
     }
 }

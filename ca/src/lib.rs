@@ -38,6 +38,6 @@ pub use issuer::{Issued, IssuerRef, sign_leaf};
 pub use key::{CaSigningKey, KeyType, PrivateKey};
 pub use policy::{AuthMethod, Caller, LeafTemplate, Policy, SanMode, is_dns_name};
 pub use spiffe::{SpiffeId, TrustDomain};
-pub use ttl::{OverMax, Ttl, TtlBounds};
+pub use ttl::{LifetimeLimit, OverMax, Ttl, TtlBounds};
 pub use verify::{ALGORITHMS, Usage, VerifiedPeer, verify_chain};
 pub use x509::CertInfo;

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::ttl::{OverMax, TtlBounds};
+use crate::ttl::{LifetimeLimit, OverMax, TtlBounds};
 use crate::{Csr, Error, KeyType, SpiffeId, TrustDomain};
 
 /// How a caller proved its identity, recorded in the issuance log.
@@ -70,6 +70,8 @@ pub struct LeafTemplate {
     pub public_key: Vec<u8>,
     /// The lifetime to issue for, before clamping to the CA's own expiry.
     pub lifetime: Duration,
+    /// The TTL bound that made `lifetime` differ from the one requested, if one did.
+    pub limited_by: Option<LifetimeLimit>,
     /// How the caller authenticated.
     pub auth: AuthMethod,
 }
@@ -148,7 +150,7 @@ impl Policy {
             // authenticated identity wins and the CSR's names are never issued.
             SanMode::Authenticated => Vec::new(),
         };
-        let lifetime = self.ttl.resolve(requested_ttl, over_max)?;
+        let (lifetime, limited_by) = self.ttl.resolve(requested_ttl, over_max)?;
         Ok(LeafTemplate {
             id: caller.id.clone(),
             dns_names,
@@ -156,6 +158,7 @@ impl Policy {
             key_type: csr.key_type(),
             public_key: csr.public_key().to_vec(),
             lifetime,
+            limited_by,
             auth: caller.method,
         })
     }

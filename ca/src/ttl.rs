@@ -101,6 +101,18 @@ pub enum OverMax {
     Reject,
 }
 
+/// Why a leaf's lifetime is not the one its request asked for (or, when nothing was
+/// asked, not the CA's default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LifetimeLimit {
+    /// Cut to the CA's maximum TTL.
+    MaxTtl,
+    /// Raised to the CA's minimum TTL.
+    MinTtl,
+    /// Cut to the issuing intermediate's notAfter: no certificate outlives its issuer.
+    IssuerExpiry,
+}
+
 /// The CA's leaf lifetime bounds: `min <= default <= max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtlBounds {
@@ -134,25 +146,29 @@ impl TtlBounds {
     }
 
     /// The lifetime to issue for a request: the default when none is asked, clamped to
-    /// `[min, max]`; above max, clamped or refused per `over_max`.
+    /// `[min, max]`; above max, clamped or refused per `over_max`. With it, the bound
+    /// that changed the request, if one did.
     pub fn resolve(
         &self,
         requested: Option<Duration>,
         over_max: OverMax,
-    ) -> Result<Duration, Error> {
+    ) -> Result<(Duration, Option<LifetimeLimit>), Error> {
         let Some(req) = requested.filter(|d| !d.is_zero()) else {
-            return Ok(self.default.duration());
+            return Ok((self.default.duration(), None));
         };
         if req > self.max.duration() {
             return match over_max {
-                OverMax::Clamp => Ok(self.max.duration()),
+                OverMax::Clamp => Ok((self.max.duration(), Some(LifetimeLimit::MaxTtl))),
                 OverMax::Reject => Err(Error::TtlTooLong {
                     requested: req.as_secs(),
                     max: self.max.secs(),
                 }),
             };
         }
-        Ok(req.max(self.min.duration()))
+        if req < self.min.duration() {
+            return Ok((self.min.duration(), Some(LifetimeLimit::MinTtl)));
+        }
+        Ok((req, None))
     }
 }
 
@@ -200,12 +216,35 @@ mod tests {
         assert!(TtlBounds::new(s(20), s(20), s(30)).is_ok());
     }
 
+    #[test]
+    fn resolve_names_the_bound_that_changed_the_request() {
+        let b = TtlBounds::default();
+        let ask = |s: Option<u64>| {
+            b.resolve(s.map(Duration::from_secs), OverMax::Clamp)
+                .unwrap()
+        };
+        let got = |s: u64, limit| (Duration::from_secs(s), limit);
+        assert_eq!(
+            ask(Some(48 * 3600)),
+            got(24 * 3600, Some(LifetimeLimit::MaxTtl))
+        );
+        assert_eq!(ask(Some(10)), got(60, Some(LifetimeLimit::MinTtl)));
+        assert_eq!(ask(Some(5400)), got(5400, None));
+        // The bounds themselves are granted as asked.
+        assert_eq!(ask(Some(24 * 3600)), got(24 * 3600, None));
+        assert_eq!(ask(Some(60)), got(60, None));
+        // Nothing asked (0 on the wire): the default, limited by nothing.
+        assert_eq!(ask(None), got(3600, None));
+        assert_eq!(ask(Some(0)), got(3600, None));
+    }
+
     proptest! {
         #[test]
         fn resolved_ttl_is_within_bounds(req in proptest::option::of(0u64..200_000)) {
             let b = TtlBounds::default();
-            let d = b.resolve(req.map(Duration::from_secs), OverMax::Clamp).unwrap();
+            let (d, limit) = b.resolve(req.map(Duration::from_secs), OverMax::Clamp).unwrap();
             prop_assert!(d >= b.min().duration() && d <= b.max().duration());
+            prop_assert_eq!(limit.is_none(), req.is_none_or(|r| r == 0 || d.as_secs() == r));
             if let Some(r) = req.filter(|r| *r > b.max().secs()) {
                 let e = b.resolve(Some(Duration::from_secs(r)), OverMax::Reject);
                 let too_long = matches!(e, Err(Error::TtlTooLong { .. }));

@@ -1,5 +1,5 @@
 //! The CA across time: restarts on the same store, intermediate renewal under the same
-//! root, and leaves cut to their intermediate's expiry. Every chain is cross-checked with
+//! root, and leaves cut to their intermediate's expiry (and saying so). Every chain is cross-checked with
 //! rustls-webpki and the `openssl` command line.
 //!
 //! ec-p256 CAs and keys throughout: the key-type matrix lives in `matrix.rs`.
@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use writ_ca::store::IssuanceRecord;
 use writ_ca::{
-    CertInfo, Error, KeyType, OverMax, PrivateKey, SanMode, Usage, build_csr, verify_chain,
+    CertInfo, Error, KeyType, LifetimeLimit, OverMax, PrivateKey, SanMode, Usage, build_csr,
+    verify_chain,
 };
 
 use support::{ID, TestCa};
@@ -245,6 +246,9 @@ fn leaves_never_outlive_the_intermediate() {
             issued.leaf.not_after, int_not_after,
             "{ttl:?} ({over_max:?}): leaf not cut to the intermediate's notAfter"
         );
+        // The answer says so, even where max_ttl had cut the request first.
+        assert_eq!(issued.limited_by, Some(LifetimeLimit::IssuerExpiry));
+        assert!(issued.lifetime < HOUR, "{:?}", issued.lifetime);
         let cert = support::parse(&issued.leaf.der);
         assert_eq!(support::not_after(&cert), int_not_after);
         let record = &ca.ca().store().recent_issuance(1).expect("log")[0];
@@ -273,10 +277,21 @@ fn leaves_never_outlive_the_intermediate() {
         "{refused:?}"
     );
 
+    // Nothing asked: the default (1h) outlives the intermediate, and the answer says why
+    // the certificate is shorter than usual.
+    let default = ca
+        .ca()
+        .issue(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .expect("issue");
+    assert_eq!(default.leaf.not_after, int_not_after);
+    assert_eq!(default.limited_by, Some(LifetimeLimit::IssuerExpiry));
+
     // Within the intermediate's life, the requested TTL is honoured exactly.
     let half_hour = Duration::from_secs(30 * 60);
     let short = support::issue(ca.ca(), &key, half_hour);
     assert!(short.issuance.leaf.not_after < int_not_after);
+    assert_eq!(short.issuance.lifetime, half_hour);
+    assert_eq!(short.issuance.limited_by, None);
     support::check_leaf(
         &short.issuance.leaf.der,
         &short.issuance.chain[1],

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use writ_bootstrap::{TokenEntry, TokenState};
 use writ_ca::store::IssuanceRecord;
-use writ_ca::{Issuance, TrustBundle};
+use writ_ca::{Issuance, LifetimeLimit, TrustBundle};
 use writ_proto::{admin, v1};
 
 /// A bundle as the protocol carries it.
@@ -31,6 +31,18 @@ pub(crate) fn sign_response(i: Issuance) -> v1::SignResponse {
         spiffe_id: i.id.to_string(),
         not_after: unix(i.leaf.not_after),
         chain: i.chain,
+        ttl_seconds: i.lifetime.as_secs(),
+        limited_by: lifetime_limit(i.limited_by).into(),
+    }
+}
+
+/// Why a lifetime differs from the one requested, as the protocol carries it.
+fn lifetime_limit(limit: Option<LifetimeLimit>) -> v1::LifetimeLimit {
+    match limit {
+        None => v1::LifetimeLimit::Unspecified,
+        Some(LifetimeLimit::MaxTtl) => v1::LifetimeLimit::MaxTtl,
+        Some(LifetimeLimit::MinTtl) => v1::LifetimeLimit::MinTtl,
+        Some(LifetimeLimit::IssuerExpiry) => v1::LifetimeLimit::IssuerExpiry,
     }
 }
 

@@ -37,6 +37,7 @@ fn serving_material(
         key_type: key.kind(),
         public_key: writ_ca::CaSigningKey::public_key_raw(&key).to_vec(),
         lifetime: settings.ca.ttl.max().duration(),
+        limited_by: None,
         auth: AuthMethod::Internal,
     };
     let issuance = authority.issue_template(&template)?;

@@ -35,13 +35,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         key_type: a.key_type,
         ttl: a.ttl.map(Ttl::duration),
     };
-    let id = renew_dir(&a.server, &a.dir, opts).await?;
-    let leaf = id.leaf_info()?;
+    let renewed = renew_dir(&a.server, &a.dir, opts).await?;
+    let leaf = renewed.identity.leaf_info()?;
+    if let Some(note) = renewed.lifetime.and_then(|g| g.note()) {
+        eprintln!("note: {note}");
+    }
     match a.output {
         Format::Json => output::json(&json!({
             "spiffe_id": leaf.spiffe_id()?.to_string(),
             "serial": leaf.serial,
             "not_after": humantime::format_rfc3339_seconds(leaf.not_after).to_string(),
+            "ttl_seconds": renewed.lifetime.map(|g| g.granted.as_secs()),
+            "requested_ttl_seconds": a.ttl.map(Ttl::secs),
         }))?,
         Format::Text => outln!(
             "renewed {} (serial {}), valid until {}",

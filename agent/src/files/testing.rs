@@ -42,6 +42,7 @@ impl TestCa {
             key_type: KeyType::EcP256,
             public_key: key.public_key_raw().to_vec(),
             lifetime: Duration::from_secs(3600),
+            limited_by: None,
             auth: AuthMethod::Admin,
         };
         let issued = self.authority.issue_template(&template).unwrap();
