@@ -40,12 +40,33 @@ struct Halves {
     older: HashMap<[u8; 32], Verified>,
 }
 
+/// One half of the cache.
+type Half = HashMap<[u8; 32], Verified>;
+
 impl Halves {
-    fn insert(&mut self, key: [u8; 32], value: Verified) {
-        if self.newer.len() >= HALF {
-            self.older = std::mem::take(&mut self.newer);
-        }
+    /// Inserts, and hands back the older half when a full newer half replaces it: the
+    /// caller frees it after letting go of the lock (see [`retire`]).
+    #[must_use = "a retired half should be freed off the lock"]
+    fn insert(&mut self, key: [u8; 32], value: Verified) -> Option<Half> {
+        let retired = (self.newer.len() >= HALF).then(|| {
+            // Sized once: growing by doubling would rehash under the lock on the way.
+            let newer = std::mem::replace(&mut self.newer, Half::with_capacity(HALF));
+            std::mem::replace(&mut self.older, newer)
+        });
         self.newer.insert(key, value);
+        retired
+    }
+}
+
+/// Frees a retired half on a thread of its own. Its 16,384 entries each hold heap
+/// strings, and freeing them takes milliseconds: on an async worker that would hold up
+/// every request queued behind it, and under the lock every other worker too.
+fn retire(half: Option<Half>) {
+    if let Some(half) = half.filter(|h| !h.is_empty()) {
+        // Should the thread not start, the closure and the half are freed right here.
+        let _ = std::thread::Builder::new()
+            .name("writ-peers-free".into())
+            .spawn(move || drop(half));
     }
 }
 
@@ -101,7 +122,9 @@ impl PeerCache {
         // A leaf still in use moves to the newer half, so a long-lived connection's
         // certificate is not pushed out by a stream of newer ones.
         let v = halves.older.remove(&key).filter(valid)?;
-        halves.insert(key, v.clone());
+        let retired = halves.insert(key, v.clone());
+        drop(halves);
+        retire(retired);
         Some(v)
     }
 
@@ -129,8 +152,12 @@ impl PeerCache {
 
     /// Remembers what `leaf` proves.
     pub(crate) fn put_verified(&self, leaf: &[u8], verified: Verified) {
-        let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
-        halves.insert(digest(leaf), verified);
+        let key = digest(leaf);
+        let retired = {
+            let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
+            halves.insert(key, verified)
+        };
+        retire(retired);
     }
 
     /// Enters leaves read back from the issuance log, oldest first so the newest end up
@@ -139,7 +166,8 @@ impl PeerCache {
         let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
         let count = recent.leaves.len();
         for leaf in recent.leaves.into_iter().rev() {
-            halves.insert(
+            // At start-up, with nothing waiting: freed in place.
+            let _ = halves.insert(
                 leaf.fingerprint,
                 Verified {
                     id: leaf.id,
@@ -263,5 +291,34 @@ mod tests {
         assert!(hit(HALF + 1) && hit(2 * HALF - 1));
         c.forget(&id);
         assert!(!hit(0) && !hit(2 * HALF - 1), "a deny empties both halves");
+    }
+
+    #[test]
+    fn a_full_newer_half_hands_back_the_older_one_to_free_off_the_lock() {
+        let id = SpiffeId::parse("spiffe://td/a").unwrap();
+        let entry = || Verified {
+            id: id.clone(),
+            dns_names: vec![],
+            origin: Origin::Issued,
+            not_after: SystemTime::now(),
+            bundle_sequence: 1,
+        };
+        let key = |n: usize| digest(&n.to_be_bytes());
+        let mut halves = Halves::default();
+        for n in 0..HALF {
+            assert!(halves.insert(key(n), entry()).is_none());
+        }
+        // The first rotation retires the (empty) older half; the second, the first HALF.
+        assert_eq!(halves.insert(key(HALF), entry()).map(|h| h.len()), Some(0));
+        for n in HALF + 1..2 * HALF {
+            assert!(halves.insert(key(n), entry()).is_none());
+        }
+        let retired = halves
+            .insert(key(2 * HALF), entry())
+            .expect("a retired half");
+        assert_eq!(retired.len(), HALF);
+        assert!(retired.contains_key(&key(0)) && !halves.older.contains_key(&key(0)));
+        assert!(halves.older.contains_key(&key(HALF)) && halves.newer.contains_key(&key(2 * HALF)));
+        retire(Some(retired));
     }
 }
