@@ -28,7 +28,7 @@ fn uninstall_removes_only_what_the_agent_wrote() {
     let out = tmp.path().join("id");
     let socket = tmp.path().join("workload.sock");
     let out_s = out.display().to_string();
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_s]);
+    server.mint_json(ID, &out, &[]);
     let config = tmp.path().join("agent.toml");
     std::fs::write(
         &config,

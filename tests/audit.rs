@@ -55,8 +55,8 @@ fn audit_log_records_actions_and_detects_tampering() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut server = Server::start(&data, &[]);
-    let out_dir = tmp.path().join("web").display().to_string();
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_dir]);
+    let out_dir = tmp.path().join("web");
+    server.mint_json(ID, &out_dir, &[]);
     let token = server.admin_json(&["token", "create", "--spiffe-id", ID]);
     let jti = token["jti"].as_str().unwrap();
     assert_success(
@@ -66,7 +66,7 @@ fn audit_log_records_actions_and_detects_tampering() {
     server.admin_json(&["identity", "deny", ID, "--reason", "test"]);
     server.admin_json(&["identity", "allow", ID]);
     server.admin_json(&["root", "prepare"]);
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_dir]);
+    server.mint_json(ID, &out_dir, &[]);
 
     let list = server.admin_json(&["audit", "list"]);
     let records = list["records"].as_array().unwrap();
@@ -192,7 +192,7 @@ fn audit_log_records_actions_and_detects_tampering() {
 
     // The chain continues across a restart.
     let server = Server::start(&data, &[]);
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &out_dir]);
+    server.mint_json(ID, &out_dir, &[]);
     let after = writ_json(&["audit", "verify", "--data-dir", &data_s]);
     assert_eq!(after["ok"], true);
     assert!(after["head_seq"].as_u64().unwrap() >= 10, "{after}");

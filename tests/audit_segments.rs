@@ -101,15 +101,11 @@ fn a_segmented_journal_reads_as_one_chain_and_survives_archiving() {
     // A restarted server reads the segments and chains on.
     server.stop();
     let server = Server::start(&data, &["--audit-segment-bytes", SEGMENT]);
-    let out_dir = tmp.path().join("id").display().to_string();
-    server.admin_json(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
+    server.mint_json(
         "spiffe://cluster.local/ns/a/sa/b",
-        "--out-dir",
-        &out_dir,
-    ]);
+        &tmp.path().join("id"),
+        &[],
+    );
     let v = verify_json(&["--data-dir", &data_arg]);
     let total = v["records"].as_u64().unwrap();
     assert!(total > records, "{v}");

@@ -543,8 +543,7 @@ fn existing_identity_skips_the_token_and_expired_one_explains() {
         &["--min-ttl", "1s", "--default-ttl", "1h"],
     );
     let dir = tmp.path().join("id");
-    let dirs = dir.display().to_string();
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &dirs]);
+    server.mint_json(ID, &dir, &[]);
 
     // A valid certificate is kept; the (nonexistent) token file is never read.
     let missing = tmp.path().join("no-such.token");
@@ -556,17 +555,7 @@ fn existing_identity_skips_the_token_and_expired_one_explains() {
 
     // An expired certificate without a token: say what to ask the admin for.
     let old = tmp.path().join("old");
-    let olds = old.display().to_string();
-    let minted = server.admin_json(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        OTHER_ID,
-        "--out-dir",
-        &olds,
-        "--ttl",
-        "1s",
-    ]);
+    let minted = server.mint_json(OTHER_ID, &old, &["--ttl", "1s"]);
     let not_after = minted["not_after"].as_str().unwrap().to_owned();
     assert!(common::wait_until(Duration::from_secs(10), || {
         let id = writ_agent::files::read_identity(&old).unwrap().unwrap();

@@ -16,13 +16,6 @@ use writ_proto::v1::SignRequest;
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
 
-fn mint(server: &Server, id: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
-    let dir = dir.display().to_string();
-    let mut args = vec!["x509", "mint", "--spiffe-id", id, "--out-dir", &dir];
-    args.extend_from_slice(extra);
-    server.admin_json(&args)
-}
-
 fn issued_total(server: &Server) -> u64 {
     server.admin_json(&["certs", "list"])["total"]
         .as_u64()
@@ -34,7 +27,7 @@ fn mint_then_renew_over_mtls() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     let dir = tmp.path().join("id");
-    let minted = mint(&server, ID, &dir, &[]);
+    let minted = server.mint_json(ID, &dir, &[]);
     assert_eq!(minted["spiffe_id"], ID);
 
     let key_mode = std::fs::metadata(std::fs::canonicalize(dir.join("key.pem")).unwrap()).unwrap();
@@ -74,12 +67,7 @@ fn inspect_and_bundle_formats() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     let dir = tmp.path().join("id");
-    mint(
-        &server,
-        ID,
-        &dir,
-        &["--dns", "web.example", "--key-type", "ec-p384"],
-    );
+    server.mint_json(ID, &dir, &["--dns", "web.example", "--key-type", "ec-p384"]);
     let cert = dir.join("cert.pem").display().to_string();
     let info = writ_json(&["cert", "inspect", &cert]);
     assert_eq!(info[0]["spiffe_id"], ID);
@@ -192,7 +180,7 @@ async fn bad_requests_are_refused_with_precise_codes_and_not_recorded() {
         &["--min-ttl", "1s", "--default-ttl", "1h"],
     );
     let dir = tmp.path().join("id");
-    mint(&server, ID, &dir, &[]);
+    server.mint_json(ID, &dir, &[]);
     let me = read_identity(&dir).unwrap().unwrap();
     let roots = me.bundle.clone();
     let before = issued_total(&server);
@@ -325,7 +313,7 @@ async fn bad_requests_are_refused_with_precise_codes_and_not_recorded() {
     // A certificate from another CA.
     let other = Server::start(&tmp.path().join("other"), &[]);
     let other_dir = tmp.path().join("other-id");
-    mint(&other, ID, &other_dir, &[]);
+    other.mint_json(ID, &other_dir, &[]);
     let stranger = read_identity(&other_dir).unwrap().unwrap();
     let err = sign_with(&server, &stranger, roots.clone(), good.clone(), 0)
         .await
@@ -351,7 +339,7 @@ async fn bad_requests_are_refused_with_precise_codes_and_not_recorded() {
 
     // An expired client certificate cannot renew, and the error says so.
     let short = tmp.path().join("short");
-    mint(&server, ID, &short, &["--ttl", "2s"]);
+    server.mint_json(ID, &short, &["--ttl", "2s"]);
     let expiring = read_identity(&short).unwrap().unwrap();
     let not_after = expiring.leaf_info().unwrap().not_after;
     if let Ok(d) = not_after.duration_since(SystemTime::now()) {
@@ -371,7 +359,7 @@ fn restart_keeps_root_log_and_unique_serials() {
     let mut server = Server::start(&data, &[]);
     let fp = server.root_fingerprint.clone();
     for i in 0..3 {
-        mint(&server, ID, &tmp.path().join(format!("a{i}")), &[]);
+        server.mint_json(ID, &tmp.path().join(format!("a{i}")), &[]);
     }
     let before = server.admin_json(&["certs", "list"]);
     server.kill();
@@ -379,7 +367,7 @@ fn restart_keeps_root_log_and_unique_serials() {
     let server = Server::start(&data, &[]);
     assert_eq!(server.root_fingerprint, fp);
     for i in 0..3 {
-        mint(&server, ID, &tmp.path().join(format!("b{i}")), &[]);
+        server.mint_json(ID, &tmp.path().join(format!("b{i}")), &[]);
     }
     let after = server.admin_json(&["certs", "list", "--limit", "1000"]);
     // Three mints, plus the serving certificate the restarted server issued itself.

@@ -44,8 +44,7 @@ async fn crash_mid_burst(args: &[&str]) -> tempfile::TempDir {
     let data = tmp.path().join("data");
     let mut server = Server::start(&data, args);
     let dir = tmp.path().join("id");
-    let dir_s = dir.display().to_string();
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &dir_s]);
+    server.mint_json(ID, &dir, &[]);
     let me = Arc::new(read_identity(&dir).unwrap().unwrap());
 
     // Renew until the server dies under us; every answer is a certificate the CA has
@@ -70,7 +69,7 @@ async fn crash_mid_burst(args: &[&str]) -> tempfile::TempDir {
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["first_seq"], 1, "{verified}");
     // Issuance carries on, chained after the records written before the crash.
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &dir_s]);
+    server.mint_json(ID, &dir, &[]);
     let after = server.admin_json(&["audit", "verify"]);
     assert_eq!(after["ok"], true, "{after}");
     assert!(after["head_seq"].as_u64().unwrap() > verified["head_seq"].as_u64().unwrap());

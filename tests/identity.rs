@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{Server, assert_success, writ};
 use tonic::Code;
 use writ_agent::client::{ServerTrust, connect};
@@ -22,11 +20,6 @@ fn csr_for(id: &str) -> Vec<u8> {
     build_csr(&key, &SpiffeId::parse(id).unwrap(), &[]).unwrap()
 }
 
-fn mint(server: &Server, id: &str, dir: &Path) -> std::process::Output {
-    let d = dir.display().to_string();
-    server.admin(&["x509", "mint", "--spiffe-id", id, "--out-dir", &d])
-}
-
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -36,7 +29,7 @@ async fn deny_stops_every_issuance_path_and_allow_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     let dir = tmp.path().join("web");
-    assert_success(&mint(&server, ID, &dir), &["x509", "mint"]);
+    assert_success(&server.mint(ID, &dir, &[]), &["x509", "mint"]);
     let me = read_identity(&dir).unwrap().unwrap();
     let trust = ServerTrust::Bundle {
         trust_domain: TrustDomain::parse("cluster.local").unwrap(),
@@ -120,7 +113,7 @@ async fn deny_stops_every_issuance_path_and_allow_restores_it() {
     let out = server.admin(&["token", "create", "--spiffe-id", ID]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
-    let out = mint(&server, ID, &tmp.path().join("minted"));
+    let out = server.mint(ID, &tmp.path().join("minted"), &[]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("PermissionDenied"),
@@ -130,7 +123,7 @@ async fn deny_stops_every_issuance_path_and_allow_restores_it() {
 
     // Other identities are untouched.
     assert_success(
-        &mint(&server, OTHER, &tmp.path().join("db")),
+        &server.mint(OTHER, &tmp.path().join("db"), &[]),
         &["x509", "mint"],
     );
     // The CA's own identity cannot be denied.
@@ -164,7 +157,7 @@ fn a_deny_survives_a_restart() {
     server.admin_json(&["identity", "deny", ID]);
     server.stop();
     let server = Server::start(&data, &[]);
-    let out = mint(&server, ID, &tmp.path().join("web"));
+    let out = server.mint(ID, &tmp.path().join("web"), &[]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("writ identity allow"),

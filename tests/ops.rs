@@ -65,7 +65,7 @@ fn metrics_count_signing_by_method_and_result() {
     // mTLS renewal: one request, ok, one ec-p256 certificate.
     let dir = tmp.path().join("id");
     let d = dir.display().to_string();
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &d]);
+    server.mint_json(ID, &dir, &[]);
     writ_json(&["renew", "--server", &server.addr, "--dir", &d]);
     // A bootstrap token: redeemed once, refused when replayed.
     let token = server.admin(&["token", "create", "--spiffe-id", ID]);
@@ -248,7 +248,7 @@ fn healthcheck_reports_serving_then_unreachable() {
 
     let dir = tmp.path().join("id");
     let d = dir.display().to_string();
-    server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &d]);
+    server.mint_json(ID, &dir, &[]);
     let v = writ_json(&["healthcheck", "--server", &server.addr, "--out-dir", &d]);
     assert_eq!(v["status"], "SERVING");
 

@@ -27,8 +27,7 @@ async fn sigterm_answers_the_requests_in_flight() {
     let data = tmp.path().join("data");
     let mut server = Server::start(&data, &["--shutdown-grace", "30s"]);
     let dir = tmp.path().join("id");
-    let dir_s = dir.display().to_string();
-    let minted = server.admin_json(&["x509", "mint", "--spiffe-id", ID, "--out-dir", &dir_s]);
+    let minted = server.mint_json(ID, &dir, &[]);
     let me = Arc::new(read_identity(&dir).unwrap().unwrap());
 
     let mut burst = Burst::start(&server.addr, me, ID, 300);

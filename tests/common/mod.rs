@@ -90,21 +90,28 @@ impl Server {
         writ(&all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// `writ x509 mint --spiffe-id ID --out-dir DIR --ttl TTL EXTRA...` against this server.
-    pub fn mint_ttl(&self, id: &str, dir: &Path, ttl: &str, extra: &[&str]) -> Output {
+    /// `writ x509 mint --spiffe-id ID --out-dir DIR EXTRA...` against this server.
+    pub fn mint(&self, id: &str, dir: &Path, extra: &[&str]) -> Output {
         let d = dir.display().to_string();
-        let mut args = vec![
-            "x509",
-            "mint",
-            "--spiffe-id",
-            id,
-            "--out-dir",
-            &d,
-            "--ttl",
-            ttl,
-        ];
+        let mut args = vec!["x509", "mint", "--spiffe-id", id, "--out-dir", &d];
         args.extend(extra);
         self.admin(&args)
+    }
+
+    /// Like [`Server::mint`] with `-o json`, asserting success: its answer.
+    pub fn mint_json(&self, id: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut all = extra.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.mint(id, dir, &all);
+        assert_success(&out, &["x509", "mint", "--spiffe-id", id]);
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// [`Server::mint`] with `--ttl TTL`.
+    pub fn mint_ttl(&self, id: &str, dir: &Path, ttl: &str, extra: &[&str]) -> Output {
+        let mut all = vec!["--ttl", ttl];
+        all.extend(extra);
+        self.mint(id, dir, &all)
     }
 
     /// Like [`Server::admin`], asserting success and parsing stdout as JSON.
@@ -298,11 +305,7 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 /// Mints `id` through `server`'s admin socket into `dir` (`writ x509 mint`) and reads it
 /// back as an agent would.
 pub fn mint_identity(server: &Server, dir: &Path, id: &str) -> writ_agent::files::Identity {
-    let d = dir.display().to_string();
-    assert_success(
-        &server.admin(&["x509", "mint", "--spiffe-id", id, "--out-dir", &d]),
-        &["x509", "mint"],
-    );
+    assert_success(&server.mint(id, dir, &[]), &["x509", "mint"]);
     writ_agent::files::read_identity(dir).unwrap().unwrap()
 }
 
