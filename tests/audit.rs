@@ -197,3 +197,34 @@ fn audit_log_records_actions_and_detects_tampering() {
     assert_eq!(after["ok"], true);
     assert!(after["head_seq"].as_u64().unwrap() >= 10, "{after}");
 }
+
+/// `audit list --since` past the newest record: nothing on stdout, a sentence on stderr
+/// naming where the log ends, exit 0; JSON stays an empty list.
+#[test]
+fn audit_list_past_the_end_says_where_the_log_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    // Record 1 is the server's own certificate, record 2 this one.
+    server.mint_json(ID, &tmp.path().join("web"), &[]);
+
+    let out = server.admin(&["audit", "list", "--since", "2"]);
+    assert_success(&out, &["audit", "list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert_eq!(stderr(&out), "");
+
+    for since in ["3", "100"] {
+        let out = server.admin(&["audit", "list", "--since", since]);
+        assert_success(&out, &["audit", "list", "--since", since]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        assert_eq!(
+            stderr(&out),
+            format!("no audit records from #{since} on; the log ends at #2\n")
+        );
+
+        let out = server.admin(&["audit", "list", "--since", since, "-o", "json"]);
+        assert_success(&out, &["audit", "list", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v, serde_json::json!({ "records": [] }));
+        assert_eq!(stderr(&out), "");
+    }
+}

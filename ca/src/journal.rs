@@ -287,6 +287,12 @@ impl Journal {
         self.archived_before
     }
 
+    /// The newest record on disk (0 when there is none). Records of archived segments
+    /// count: the chain's head stays where they left it.
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.lock_commit().durable
+    }
+
     /// Issuance records appended so far (durable or about to be), not counting those
     /// imported from an older audit log, which the older issuance log counts.
     pub(crate) fn issued(&self) -> u64 {

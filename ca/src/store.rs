@@ -128,6 +128,18 @@ pub trait Store: Send + Sync {
         since: u64,
         f: &mut dyn FnMut(Result<AuditRecord, String>) -> bool,
     ) -> Result<(), Error>;
+    /// The sequence number of the newest durable audit record; 0 when the log holds none.
+    /// Reads the whole log unless a store knows its head.
+    fn last_audit_seq(&self) -> Result<u64, Error> {
+        let mut last = 0;
+        self.for_each_audit(0, &mut |r| {
+            if let Ok(r) = r {
+                last = r.seq;
+            }
+            true
+        })?;
+        Ok(last)
+    }
 }
 
 /// The journal's file name, beside the database directory.
@@ -486,6 +498,10 @@ impl Store for SledStore {
     ) -> Result<(), Error> {
         self.journal.for_each(since, f)
     }
+
+    fn last_audit_seq(&self) -> Result<u64, Error> {
+        Ok(self.journal.durable_seq())
+    }
 }
 
 /// The store stamps audit records with the time they are written.
@@ -549,6 +565,20 @@ mod tests {
             recent.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>(),
             ["02", "01"]
         );
+    }
+
+    #[test]
+    fn the_last_audit_seq_is_the_head_on_disk_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open(&dir.path().join("db"));
+            assert_eq!(s.last_audit_seq().unwrap(), 0);
+            s.record_issuance(&rec("01")).unwrap();
+            s.append_audit(&AuditEvent::new(AuditAction::IdentityDeny, "uid:0"))
+                .unwrap();
+            assert_eq!(s.last_audit_seq().unwrap(), 2);
+        }
+        assert_eq!(open(&dir.path().join("db")).last_audit_seq().unwrap(), 2);
     }
 
     #[test]

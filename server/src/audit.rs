@@ -55,7 +55,7 @@ pub(crate) async fn record(shared: &Shared, event: AuditEvent) -> Result<(), Sta
     }
 }
 
-/// `AuditList`: records from `since`, as stored.
+/// `AuditList`: records from `since`, as stored, and the newest record's sequence number.
 pub(crate) async fn list(
     shared: &Shared,
     r: admin::AuditListRequest,
@@ -65,7 +65,9 @@ pub(crate) async fn list(
         n => (n as usize).min(MAX_PAGE),
     };
     let store = shared.authority.store().clone();
-    let records = tokio::task::spawn_blocking(move || {
+    let (records, last_seq) = tokio::task::spawn_blocking(move || {
+        // Read before the page, so it never names a record the page could have held.
+        let last_seq = store.last_audit_seq()?;
         let mut out = Vec::new();
         store.for_each_audit(r.since, &mut |rec| {
             // Unreadable records are passed on as they are so the verifier names them;
@@ -76,10 +78,10 @@ pub(crate) async fn list(
             });
             out.len() < limit
         })?;
-        Ok::<_, writ_ca::Error>(out)
+        Ok::<_, writ_ca::Error>((out, last_seq))
     })
     .await
     .map_err(|_| Status::internal("audit listing task failed"))?
     .map_err(crate::error::ca_status)?;
-    Ok(admin::AuditListResponse { records })
+    Ok(admin::AuditListResponse { records, last_seq })
 }

@@ -235,6 +235,10 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
     match a.output {
         Format::Json => output::json(&json!({ "records": records }))?,
         Format::Text => {
+            if records.is_empty() {
+                // Not on stdout: a script reading the listing sees no records either way.
+                eprintln!("{}", nothing_listed(a.since, r.last_seq));
+            }
             for r in &records {
                 let e = &r.event;
                 let mut line = format!(
@@ -253,6 +257,22 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why `audit list --since since` listed nothing, given the log's newest record `last`
+/// (0: the log is empty, or the server predates reporting it).
+fn nothing_listed(since: u64, last: u64) -> String {
+    match last {
+        0 if since <= 1 => "the audit log is empty".to_owned(),
+        0 => format!("no audit records from #{since} on"),
+        last if last < since => {
+            format!("no audit records from #{since} on; the log ends at #{last}")
+        }
+        // Only records of segments moved out of the data directory are missing.
+        last => format!(
+            "no audit records from #{since} on are here; the log ends at #{last}, in archived segments"
+        ),
+    }
 }
 
 async fn export(a: ExportArgs) -> anyhow::Result<()> {
