@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,29 @@ fn snapshot(data: &Path) -> Vec<(String, Entries)> {
     out
 }
 
+/// Every file of the data directory `data` outside its sled database `db/`, with its
+/// bytes: what a refused start must leave as it was.
+fn files_beside_the_database(data: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path == root.join("db") {
+                continue;
+            }
+            let key = path.strip_prefix(root).unwrap().to_owned();
+            if path.is_dir() {
+                out.insert(key, Vec::new());
+                walk(&path, root, out);
+            } else {
+                out.insert(key, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(data, data, &mut out);
+    out
+}
+
 #[test]
 fn passphrase_file_seals_and_reopens_wrong_one_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,6 +171,8 @@ fn passphrase_file_seals_and_reopens_wrong_one_changes_nothing() {
     first.admin_json(&["token", "create", "--spiffe-id", "spiffe://cluster.local/a"]);
     first.stop();
     let before = snapshot(&data);
+    let beside = files_beside_the_database(&data);
+    assert!(beside.contains_key(Path::new(writ_ca::store::JOURNAL_FILE)));
     let (_, ca) = &before[0];
     assert!(
         ca.iter()
@@ -158,6 +184,12 @@ fn passphrase_file_seals_and_reopens_wrong_one_changes_nothing() {
     let err = refused.refusal();
     assert!(err.contains("does not open this CA"), "{err}");
     assert!(err.contains("--passphrase-file"), "{err}");
+    // Reading the check value opens sled, which may rewrite its own files under db/
+    // (SECURITY.md): the records it holds and every other file stay as they were.
+    assert!(
+        files_beside_the_database(&data) == beside,
+        "a refused start changed files beside the database"
+    );
     assert!(
         snapshot(&data) == before,
         "a refused start changed the store"
@@ -170,13 +202,24 @@ fn passphrase_file_seals_and_reopens_wrong_one_changes_nothing() {
         "{}",
         err.refusal()
     );
+    assert!(files_beside_the_database(&data) == beside);
     assert!(
         snapshot(&data) == before,
         "a refused start changed the store"
     );
 
-    let again = server(&data, &["--allow-root", "--passphrase-file", &good_s], None);
-    assert_eq!(again.fingerprint(), fp);
+    // The right passphrase then opens the same CA, which issues and chains on its log.
+    let again = Server::start(&data, &["--passphrase-file", &good_s]);
+    assert_eq!(again.root_fingerprint, fp);
+    let dir = tmp.path().join("b");
+    let minted = again.mint_json("spiffe://cluster.local/b", &dir, &[]);
+    assert_eq!(minted["spiffe_id"], "spiffe://cluster.local/b");
+    assert!(common::openssl_verify(
+        &dir.join("bundle.pem"),
+        &dir.join("cert.pem")
+    ));
+    let audit = again.admin_json(&["audit", "verify"]);
+    assert_eq!(audit["ok"], true, "{audit}");
 }
 
 #[test]
