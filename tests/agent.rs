@@ -367,26 +367,40 @@ fn first_identity_from_a_bootstrap_token() {
     let token_file = tmp.path().join("vm.token");
     std::fs::write(&token_file, &token.stdout).unwrap();
     let out = tmp.path().join("id");
-    let mut agent = Agent::start(
+    let log = tmp.path().join("agent.log");
+    let asked = std::time::SystemTime::now();
+    let mut agent = Agent::start_logged(
         &server,
         &out,
-        &["--bootstrap-token-file", token_file.to_str().unwrap()],
+        &[
+            "--bootstrap-token-file",
+            token_file.to_str().unwrap(),
+            "--ttl",
+            "30m",
+        ],
+        &log,
     );
     assert!(wait_until(Duration::from_secs(15), || AgentStatus::read(
         &out
     )
     .is_some_and(|s| s.pid == agent.pid())));
     assert!(agent.alive());
-    assert_eq!(
-        read_identity(&out)
-            .unwrap()
-            .unwrap()
-            .spiffe_id()
-            .unwrap()
-            .as_str(),
-        ID
-    );
+    let identity = read_identity(&out).unwrap().unwrap();
+    assert_eq!(identity.spiffe_id().unwrap().as_str(), ID);
     assert!(!token_file.exists(), "the spent token file was kept");
+    // The first certificate already has the lifetime asked for, not the server's default.
+    let lifetime = identity
+        .leaf_info()
+        .unwrap()
+        .not_after
+        .duration_since(asked)
+        .unwrap();
+    assert!(
+        lifetime <= Duration::from_secs(30 * 60 + 1),
+        "first certificate lives {lifetime:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("asked for"), "{text}");
 }
 
 #[test]

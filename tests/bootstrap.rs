@@ -647,3 +647,46 @@ fn no_log_or_error_carries_the_token() {
         }
     }
 }
+
+#[test]
+fn a_requested_lifetime_is_granted_within_the_servers_bounds_and_a_clamp_is_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &["--max-ttl", "2h"]);
+    let redeem = |name: &str, ttl: &str| {
+        let token = create_token(&server, ID, &[])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let file = write_token(tmp.path(), &format!("{name}.token"), &token);
+        let dir = tmp.path().join(name);
+        let out = bootstrap(&server.addr, &file, &dir, &["--ttl", ttl, "-o", "json"]);
+        assert_success(&out, &["bootstrap"]);
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (done, stderr(&out))
+    };
+
+    let (done, err) = redeem("within", "90m");
+    assert_eq!(
+        (
+            done["ttl_seconds"].as_u64(),
+            done["requested_ttl_seconds"].as_u64()
+        ),
+        (Some(5400), Some(5400))
+    );
+    assert!(!err.contains("note:"), "{err}");
+
+    let (done, err) = redeem("above", "48h");
+    assert_eq!(
+        (
+            done["ttl_seconds"].as_u64(),
+            done["requested_ttl_seconds"].as_u64()
+        ),
+        (Some(7200), Some(172_800))
+    );
+    assert!(
+        err.contains(
+            "note: asked for 48h, got 2h: the server's max_ttl is 2h (its --max-ttl flag or max_ttl setting)"
+        ),
+        "{err}"
+    );
+}

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::client::{ServerTrust, connect};
 use crate::files::{self, Identity};
+use crate::lifetime::Granted;
 use crate::renew::accept;
 
 /// Slack allowed in a token file beyond the longest token: a trailing newline, an editor's
@@ -31,17 +32,22 @@ pub struct Bootstrapped {
     /// True when a token was redeemed; false when a still-valid certificate was already
     /// there and the token was not read.
     pub redeemed: bool,
+    /// The lifetime the CA granted against the one asked for, when a token was redeemed
+    /// (and the CA says).
+    pub lifetime: Option<Granted>,
 }
 
 /// Makes sure `out_dir` holds a valid identity: if it already has an unexpired
 /// certificate, returns it without touching `token_file`; otherwise redeems the token in
-/// `token_file` at the CA at `addr` (`host:port`) for a fresh `key_type` key, writes the
-/// identity and deletes the spent token file.
+/// `token_file` at the CA at `addr` (`host:port`) for a fresh `key_type` key and a
+/// certificate of lifetime `ttl` (`None`: the server's default), writes the identity and
+/// deletes the spent token file.
 pub async fn bootstrap(
     addr: &str,
     token_file: &Path,
     out_dir: &Path,
     key_type: KeyType,
+    ttl: Option<Duration>,
 ) -> Result<Bootstrapped, Error> {
     // Re-running bootstrap (a provisioning script, a reboot) must not need a new token.
     let existing = match files::read_identity(out_dir)? {
@@ -51,6 +57,7 @@ pub async fn bootstrap(
                 return Ok(Bootstrapped {
                     identity,
                     redeemed: false,
+                    lifetime: None,
                 });
             }
             Some((leaf.spiffe_id()?, leaf.not_after))
@@ -77,7 +84,7 @@ pub async fn bootstrap(
     let claims = peek_claims(token.expose()).map_err(|e| {
         Error::NoIdentity(format!("bootstrap token in {}: {e}", token_file.display()))
     })?;
-    let identity = redeem(addr, &token, &claims, key_type).await?;
+    let (identity, lifetime) = redeem(addr, &token, &claims, key_type, ttl).await?;
     files::write_identity(out_dir, &identity)?;
     // The token is spent; leaving it around only invites confusion (and theft of a
     // now-useless secret).
@@ -88,17 +95,20 @@ pub async fn bootstrap(
     Ok(Bootstrapped {
         identity,
         redeemed: true,
+        lifetime,
     })
 }
 
-/// Presents `token` to the CA at `addr` with a CSR for a new key and checks the answer.
-/// Nothing is written.
+/// Presents `token` to the CA at `addr` with a CSR for a new key, asking for lifetime
+/// `ttl`, and checks the answer: the identity and what lifetime was granted. Nothing is
+/// written.
 pub async fn redeem(
     addr: &str,
     token: &SecretToken,
     claims: &UnverifiedClaims,
     key_type: KeyType,
-) -> Result<Identity, Error> {
+    ttl: Option<Duration>,
+) -> Result<(Identity, Option<Granted>), Error> {
     let id = &claims.spiffe_id;
     let trust = ServerTrust::PinnedRoot {
         trust_domain: id.trust_domain(),
@@ -111,7 +121,7 @@ pub async fn redeem(
     let csr = build_csr(&key, id, &claims.dns)?;
     let mut req = tonic::Request::new(v1::SignRequest {
         csr,
-        ttl_seconds: 0,
+        ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
     });
     let header = Zeroizing::new(format!("Bearer {}", token.expose()));
     let value = MetadataValue::try_from(header.as_str()).map_err(|_| {
@@ -125,7 +135,8 @@ pub async fn redeem(
         .await
         .map_err(|s| refused(s, id))?
         .into_inner();
-    accept(resp, id, key)
+    let lifetime = Granted::from_response(ttl, &resp);
+    Ok((accept(resp, id, key)?, lifetime))
 }
 
 /// A refusal, with what the admin can do about a token that cannot work. A denied identity

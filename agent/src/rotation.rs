@@ -75,7 +75,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
             crate::lock::path(&opts.out_dir).display()
         ))
     })?;
-    let first = first_identity(&opts).await?;
+    let (first, first_lifetime) = first_identity(&opts).await?;
+    let mut warned = None;
+    warn_lifetime(&mut warned, first_lifetime);
     let id = first.spiffe_id()?;
     tracing::info!(spiffe_id = %id, serial = %first.leaf_info()?.serial, "identity in place");
     let metrics = Arc::new(AgentMetrics::default());
@@ -113,24 +115,32 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
         });
     }
     tokio::spawn(follow_bundle(agent.clone(), shutdown.clone()));
-    let result = rotate(agent.clone(), shutdown).await;
+    let result = rotate(agent.clone(), shutdown, warned).await;
     if let Err(e) = &result {
         agent.write_status(|s| s.last_error = Some(e.to_string()));
     }
     result
 }
 
-async fn first_identity(opts: &AgentOptions) -> Result<Identity, Error> {
+/// The identity to start from, and what lifetime the CA granted when it was obtained
+/// just now with a bootstrap token.
+async fn first_identity(opts: &AgentOptions) -> Result<(Identity, Option<Granted>), Error> {
     if let Some(token) = &opts.bootstrap_token_file {
-        let done =
-            crate::bootstrap::bootstrap(&opts.server, token, &opts.out_dir, opts.key_type).await?;
-        return Ok(done.identity);
+        let done = crate::bootstrap::bootstrap(
+            &opts.server,
+            token,
+            &opts.out_dir,
+            opts.key_type,
+            opts.ttl,
+        )
+        .await?;
+        return Ok((done.identity, done.lifetime));
     }
     if let Some(jwt) = &opts.jwt {
         if let Some(id) = files::read_identity(&opts.out_dir)?
             && id.leaf_info()?.not_after > SystemTime::now()
         {
-            return Ok(id);
+            return Ok((id, None));
         }
         let id = platform::obtain(&opts.server, jwt, None, opts.key_type, opts.ttl).await?;
         let dir = opts.out_dir.clone();
@@ -140,7 +150,9 @@ async fn first_identity(opts: &AgentOptions) -> Result<Identity, Error> {
             .await
             .map_err(|_| Error::Connect("file writer task failed".into()))??;
         tracing::info!(jwt_file = %jwt.jwt_file.display(), "first certificate obtained with a platform JWT");
+        // Istio's answer does not say what lifetime it granted.
         return Arc::try_unwrap(written)
+            .map(|id| (id, None))
             .map_err(|_| Error::Connect("identity still shared after writing".into()));
     }
     match files::read_identity(&opts.out_dir)? {
@@ -152,7 +164,7 @@ async fn first_identity(opts: &AgentOptions) -> Result<Identity, Error> {
                     at: rfc3339(leaf.not_after),
                 });
             }
-            Ok(id)
+            Ok((id, None))
         }
         None => Err(Error::NoIdentity(format!(
             "no certificate in {} and no --bootstrap-token-file: mint one (writ x509 mint) or give the agent a bootstrap token (writ token create)",
@@ -195,7 +207,13 @@ impl Agent {
     }
 }
 
-async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Error> {
+/// Renews before each expiry until `shutdown`; `warned` is the lifetime last warned about
+/// (see [`warn_lifetime`]).
+async fn rotate(
+    agent: Arc<Agent>,
+    shutdown: CancellationToken,
+    mut warned: Option<Duration>,
+) -> Result<(), Error> {
     let renew_opts = RenewOptions {
         key_type: agent.opts.key_type,
         ttl: agent.opts.ttl,
@@ -204,9 +222,6 @@ async fn rotate(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<(), Er
     // CAs backdate notBefore for clock skew, which would otherwise eat a short lifetime.
     // A certificate found on disk counts from its notBefore.
     let mut obtained: Option<SystemTime> = None;
-    // The lifetime last warned about, so a clamped --ttl is reported once, not at every
-    // renewal.
-    let mut warned: Option<Duration> = None;
     loop {
         let current = agent.identity();
         let leaf = current.leaf_info()?;

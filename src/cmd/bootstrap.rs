@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args as ClapArgs;
 use serde_json::json;
 use writ_agent::bootstrap::bootstrap;
-use writ_ca::KeyType;
+use writ_ca::{KeyType, Ttl};
 
 use crate::output::{self, Format, outln};
 
@@ -25,6 +25,10 @@ pub struct Args {
     /// Key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096.
     #[arg(long, default_value = "ec-p256")]
     key_type: KeyType,
+    /// Lifetime of the certificate, e.g. 1h; clamped to the server's [min_ttl, max_ttl]
+    /// (a note on stderr says so) [default: the server's default TTL].
+    #[arg(long)]
+    ttl: Option<Ttl>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
     output: Format,
@@ -32,7 +36,17 @@ pub struct Args {
 
 /// Redeems the token unless the out dir already holds a valid certificate.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let done = bootstrap(&a.server, &a.token_file, &a.out_dir, a.key_type).await?;
+    let done = bootstrap(
+        &a.server,
+        &a.token_file,
+        &a.out_dir,
+        a.key_type,
+        a.ttl.map(Ttl::duration),
+    )
+    .await?;
+    if let Some(note) = done.lifetime.and_then(|g| g.note()) {
+        eprintln!("note: {note}");
+    }
     let leaf = done.identity.leaf_info()?;
     let id = leaf.spiffe_id()?;
     let not_after = humantime::format_rfc3339_seconds(leaf.not_after).to_string();
@@ -42,6 +56,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "serial": leaf.serial,
             "not_after": not_after,
             "redeemed": done.redeemed,
+            "ttl_seconds": done.lifetime.map(|g| g.granted.as_secs()),
+            "requested_ttl_seconds": a.ttl.map(Ttl::secs),
             "cert": a.out_dir.join("cert.pem"),
             "key": a.out_dir.join("key.pem"),
             "bundle": a.out_dir.join("bundle.pem"),
