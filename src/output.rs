@@ -100,3 +100,11 @@ pub fn time(unix: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// Says on stderr, as `mint`, `bootstrap` and `renew` do alike, when the CA granted
+/// another lifetime than the one asked for.
+pub fn lifetime_note(granted: Option<writ_agent::lifetime::Granted>) {
+    if let Some(note) = granted.and_then(|g| g.note()) {
+        eprintln!("note: {note}");
+    }
+}

@@ -44,9 +44,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         a.ttl.map(Ttl::duration),
     )
     .await?;
-    if let Some(note) = done.lifetime.and_then(|g| g.note()) {
-        eprintln!("note: {note}");
-    }
+    output::lifetime_note(done.lifetime);
     let leaf = done.identity.leaf_info()?;
     let id = leaf.spiffe_id()?;
     let not_after = humantime::format_rfc3339_seconds(leaf.not_after).to_string();

@@ -37,9 +37,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let renewed = renew_dir(&a.server, &a.dir, opts).await?;
     let leaf = renewed.identity.leaf_info()?;
-    if let Some(note) = renewed.lifetime.and_then(|g| g.note()) {
-        eprintln!("note: {note}");
-    }
+    output::lifetime_note(renewed.lifetime);
     match a.output {
         Format::Json => output::json(&json!({
             "spiffe_id": leaf.spiffe_id()?.to_string(),

@@ -69,9 +69,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
         bundle,
     };
     write_identity(&a.out_dir, &identity)?;
-    if let Some(note) = granted.and_then(|g| g.note()) {
-        eprintln!("note: {note}");
-    }
+    output::lifetime_note(granted);
     match a.output {
         Format::Json => output::json(&json!({
             "spiffe_id": resp.spiffe_id,
