@@ -33,6 +33,9 @@ use scan::{Scanned, scan, summarize};
 /// Size past which the live journal file is sealed as a segment (~500,000 issuances).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 256 << 20;
 
+/// The largest flush buffer kept for reuse: after a burst, a larger one is freed.
+const MAX_SPARE: usize = 1 << 20;
+
 /// How many serials one half of [`RecentSerials`] holds before it is retired.
 const SERIALS_PER_HALF: usize = 1 << 20;
 
@@ -86,6 +89,9 @@ struct Commit {
     live_first: u64,
     /// Length at which the live file is next sealed.
     seal_at: u64,
+    /// The buffer the last flush wrote, emptied: it becomes the next `Tail::pending`, so
+    /// appends do not grow a fresh buffer by reallocation after every flush.
+    spare: Vec<u8>,
 }
 
 /// Serials of the most recent one to two million issuances, as their first 64 bits.
@@ -231,6 +237,7 @@ impl Journal {
                 file: Some(file),
                 live_first,
                 seal_at: segment_bytes,
+                spare: Vec::new(),
             }),
             tail: Mutex::new(tail),
             flushed: Condvar::new(),
@@ -312,10 +319,12 @@ impl Journal {
                 commit = self.flushed.wait(commit).unwrap_or_else(|p| p.into_inner());
                 continue;
             };
+            let mut bytes = std::mem::take(&mut commit.spare);
             drop(commit);
-            let (bytes, upto) = {
+            let upto = {
                 let mut tail = self.lock_tail();
-                (std::mem::take(&mut tail.pending), tail.appended)
+                std::mem::swap(&mut tail.pending, &mut bytes);
+                tail.appended
             };
             let result = file.write_all(&bytes).and_then(|()| file.sync_data());
             commit = self.lock_commit();
@@ -325,6 +334,10 @@ impl Journal {
                     commit.len += bytes.len() as u64;
                     if commit.len >= commit.seal_at {
                         self.seal(&mut commit, &mut file, &bytes);
+                    }
+                    if bytes.capacity() <= MAX_SPARE {
+                        bytes.clear();
+                        commit.spare = bytes;
                     }
                 }
                 Err(_) => {
