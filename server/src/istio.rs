@@ -89,7 +89,8 @@ impl IstioCertificateService for IstioService {
                     .await?
             }
         };
-        tracing::info!(
+        // At debug for the reason `sign`'s line is: the audit log has every issuance.
+        tracing::debug!(
             spiffe_id = %issuance.id,
             serial = %issuance.leaf.serial,
             auth,

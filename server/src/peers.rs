@@ -15,7 +15,7 @@
 //! completed from the certificate itself the first time it is presented.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use writ_ca::{RecentLeaves, SpiffeId};
@@ -32,41 +32,43 @@ pub(crate) const CAPACITY: usize = 2 * HALF;
 #[derive(Default)]
 pub(crate) struct PeerCache {
     halves: Mutex<Halves>,
+    /// A retired half, emptied off the lock and kept allocated for the next rotation:
+    /// every issuance lands in the cache, and writing into freshly mapped pages cost more
+    /// than the insertion itself.
+    spare: Arc<Mutex<Option<Half>>>,
 }
 
 #[derive(Default)]
 struct Halves {
-    newer: HashMap<[u8; 32], Verified>,
-    older: HashMap<[u8; 32], Verified>,
+    newer: Half,
+    older: Half,
 }
 
-/// One half of the cache.
-type Half = HashMap<[u8; 32], Verified>;
+/// One half of the cache. Entries are shared, so a hit costs a reference count, and a
+/// slot is the key and a pointer (40 bytes) rather than the whole entry.
+type Half = HashMap<[u8; 32], Arc<Verified>>;
 
 impl Halves {
     /// Inserts, and hands back the older half when a full newer half replaces it: the
-    /// caller frees it after letting go of the lock (see [`retire`]).
-    #[must_use = "a retired half should be freed off the lock"]
-    fn insert(&mut self, key: [u8; 32], value: Verified) -> Option<Half> {
+    /// caller empties it after letting go of the lock (see [`PeerCache::retire`]).
+    /// `spare` supplies the new newer half.
+    #[must_use = "a retired half should be emptied off the lock"]
+    fn insert(
+        &mut self,
+        key: [u8; 32],
+        value: Arc<Verified>,
+        spare: impl FnOnce() -> Option<Half>,
+    ) -> Option<Half> {
         let retired = (self.newer.len() >= HALF).then(|| {
             // Sized once: growing by doubling would rehash under the lock on the way.
-            let newer = std::mem::replace(&mut self.newer, Half::with_capacity(HALF));
+            let fresh = spare()
+                .filter(|h| h.is_empty() && h.capacity() >= HALF)
+                .unwrap_or_else(|| Half::with_capacity(HALF));
+            let newer = std::mem::replace(&mut self.newer, fresh);
             std::mem::replace(&mut self.older, newer)
         });
         self.newer.insert(key, value);
         retired
-    }
-}
-
-/// Frees a retired half on a thread of its own. Its 16,384 entries each hold heap
-/// strings, and freeing them takes milliseconds: on an async worker that would hold up
-/// every request queued behind it, and under the lock every other worker too.
-fn retire(half: Option<Half>) {
-    if let Some(half) = half.filter(|h| !h.is_empty()) {
-        // Should the thread not start, the closure and the half are freed right here.
-        let _ = std::thread::Builder::new()
-            .name("writ-peers-free".into())
-            .spawn(move || drop(half));
     }
 }
 
@@ -96,11 +98,12 @@ pub(crate) enum Origin {
 impl Verified {
     /// A restored entry made whole with the DNS names of the certificate presented,
     /// whose fingerprint matched the log's: the same bytes the server signed.
-    pub(crate) fn completed(self, dns_names: Vec<String>) -> Self {
+    pub(crate) fn completed(&self, dns_names: Vec<String>) -> Self {
         Verified {
+            id: self.id.clone(),
             dns_names,
             origin: Origin::Issued,
-            ..self
+            ..*self
         }
     }
 }
@@ -112,7 +115,7 @@ impl PeerCache {
         leaf: &[u8],
         bundle_sequence: u64,
         now: SystemTime,
-    ) -> Option<Verified> {
+    ) -> Option<Arc<Verified>> {
         let key = digest(leaf);
         let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
         let valid = |v: &Verified| v.bundle_sequence == bundle_sequence && v.not_after > now;
@@ -121,10 +124,10 @@ impl PeerCache {
         }
         // A leaf still in use moves to the newer half, so a long-lived connection's
         // certificate is not pushed out by a stream of newer ones.
-        let v = halves.older.remove(&key).filter(valid)?;
-        let retired = halves.insert(key, v.clone());
+        let v = halves.older.remove(&key).filter(|v| valid(v))?;
+        let retired = halves.insert(key, v.clone(), || self.take_spare());
         drop(halves);
-        retire(retired);
+        self.retire(retired);
         Some(v)
     }
 
@@ -140,24 +143,44 @@ impl PeerCache {
     ) {
         self.put_verified(
             leaf,
-            Verified {
+            Arc::new(Verified {
                 id,
                 dns_names,
                 origin,
                 not_after,
                 bundle_sequence,
-            },
+            }),
         );
     }
 
     /// Remembers what `leaf` proves.
-    pub(crate) fn put_verified(&self, leaf: &[u8], verified: Verified) {
+    pub(crate) fn put_verified(&self, leaf: &[u8], verified: Arc<Verified>) {
         let key = digest(leaf);
         let retired = {
             let mut halves = self.halves.lock().unwrap_or_else(|p| p.into_inner());
-            halves.insert(key, verified)
+            halves.insert(key, verified, || self.take_spare())
         };
-        retire(retired);
+        self.retire(retired);
+    }
+
+    fn take_spare(&self) -> Option<Half> {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Empties a retired half on a thread of its own and keeps it as the spare. Its 16,384
+    /// entries each hold heap strings, and freeing them takes milliseconds: on an async
+    /// worker that would hold up every request queued behind it, and under the lock every
+    /// other worker too.
+    fn retire(&self, half: Option<Half>) {
+        // The empty half the cache starts with has nothing to free or to keep.
+        let Some(half) = half.filter(|h| h.capacity() >= HALF) else {
+            return;
+        };
+        let spare = self.spare.clone();
+        // Should the thread not start, the closure and the half are freed right here.
+        let _ = std::thread::Builder::new()
+            .name("writ-peers-free".into())
+            .spawn(move || recycle(half, &spare));
     }
 
     /// Enters leaves read back from the issuance log, oldest first so the newest end up
@@ -169,13 +192,14 @@ impl PeerCache {
             // At start-up, with nothing waiting: freed in place.
             let _ = halves.insert(
                 leaf.fingerprint,
-                Verified {
+                Arc::new(Verified {
                     id: leaf.id,
                     dns_names: Vec::new(),
                     origin: Origin::Restored,
                     not_after: leaf.not_after,
                     bundle_sequence: recent.bundle_sequence,
-                },
+                }),
+                || None,
             );
         }
         count
@@ -189,6 +213,12 @@ impl PeerCache {
         halves.newer.retain(|_, v| &v.id != id);
         halves.older.retain(|_, v| &v.id != id);
     }
+}
+
+/// Empties `half`, keeping its allocation, and makes it the spare.
+fn recycle(mut half: Half, spare: &Mutex<Option<Half>>) {
+    half.clear();
+    *spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(half);
 }
 
 fn digest(leaf: &[u8]) -> [u8; 32] {
@@ -253,9 +283,9 @@ mod tests {
         assert!(c.get(b"stranger", 3, now).is_none());
 
         let dns = vec!["web.internal".to_owned()];
-        c.put_verified(b"older", hit.completed(dns.clone()));
+        c.put_verified(b"older", Arc::new(hit.completed(dns.clone())));
         let hit = c.get(b"older", 3, now).unwrap();
-        assert_eq!((hit.origin, hit.dns_names), (Origin::Issued, dns));
+        assert_eq!((hit.origin, hit.dns_names.clone()), (Origin::Issued, dns));
         assert!(c.get(b"older", 3, now + Duration::from_secs(61)).is_none());
     }
 
@@ -294,31 +324,53 @@ mod tests {
     }
 
     #[test]
-    fn a_full_newer_half_hands_back_the_older_one_to_free_off_the_lock() {
+    fn a_full_newer_half_hands_back_the_older_one_and_reuses_a_spare() {
         let id = SpiffeId::parse("spiffe://td/a").unwrap();
-        let entry = || Verified {
-            id: id.clone(),
-            dns_names: vec![],
-            origin: Origin::Issued,
-            not_after: SystemTime::now(),
-            bundle_sequence: 1,
+        let entry = || {
+            Arc::new(Verified {
+                id: id.clone(),
+                dns_names: vec![],
+                origin: Origin::Issued,
+                not_after: SystemTime::now(),
+                bundle_sequence: 1,
+            })
         };
         let key = |n: usize| digest(&n.to_be_bytes());
         let mut halves = Halves::default();
         for n in 0..HALF {
-            assert!(halves.insert(key(n), entry()).is_none());
+            assert!(halves.insert(key(n), entry(), || None).is_none());
         }
         // The first rotation retires the (empty) older half; the second, the first HALF.
-        assert_eq!(halves.insert(key(HALF), entry()).map(|h| h.len()), Some(0));
+        let first = halves.insert(key(HALF), entry(), || None);
+        assert_eq!(first.map(|h| h.len()), Some(0));
         for n in HALF + 1..2 * HALF {
-            assert!(halves.insert(key(n), entry()).is_none());
+            assert!(halves.insert(key(n), entry(), || None).is_none());
         }
         let retired = halves
-            .insert(key(2 * HALF), entry())
+            .insert(key(2 * HALF), entry(), || None)
             .expect("a retired half");
         assert_eq!(retired.len(), HALF);
         assert!(retired.contains_key(&key(0)) && !halves.older.contains_key(&key(0)));
         assert!(halves.older.contains_key(&key(HALF)) && halves.newer.contains_key(&key(2 * HALF)));
-        retire(Some(retired));
+
+        // Emptied, the retired half becomes the next newer one, allocation and all.
+        let spare = Mutex::new(None);
+        let capacity = retired.capacity();
+        recycle(retired, &spare);
+        for n in 2 * HALF + 1..3 * HALF {
+            assert!(halves.insert(key(n), entry(), || None).is_none());
+        }
+        let spare = spare.into_inner().unwrap();
+        assert!(spare.as_ref().is_some_and(Half::is_empty));
+        let again = halves.insert(key(3 * HALF), entry(), || spare);
+        assert_eq!(again.map(|h| h.len()), Some(HALF));
+        assert_eq!(halves.newer.capacity(), capacity);
+        assert_eq!(halves.newer.len(), 1);
+        // A spare too small to hold a half is not used.
+        for n in 3 * HALF + 1..4 * HALF {
+            assert!(halves.insert(key(n), entry(), || None).is_none());
+        }
+        let _ = halves.insert(key(4 * HALF), entry(), || Some(Half::new()));
+        assert!(halves.newer.capacity() >= HALF);
     }
 }
