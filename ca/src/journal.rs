@@ -122,7 +122,12 @@ impl RecentSerials {
 
     fn insert(&mut self, serial: &str) {
         if self.current.len() >= SERIALS_PER_HALF {
-            self.previous = std::mem::take(&mut self.current);
+            // The retired half's table is emptied (its keys need no freeing: a memset of
+            // its control bytes) and filled again, rather than a fresh one grown by
+            // doubling, each step rehashing everything under the journal's lock.
+            let mut recycled = std::mem::take(&mut self.previous);
+            recycled.clear();
+            self.previous = std::mem::replace(&mut self.current, recycled);
         }
         self.current.insert(Self::key(serial));
     }

@@ -349,6 +349,9 @@ fn recent_serials_forget_only_beyond_two_halves() {
     assert!(!s.contains(&format!("{:016x}", 0)));
     assert!(s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
     assert!(s.contains("ff"));
+    // The retired half's table became the new one, emptied.
+    assert_eq!(s.current.len(), 1);
+    assert!(s.current.capacity() >= SERIALS_PER_HALF);
 }
 
 /// Issuance with facts expiring at `not_after`.
