@@ -7,5 +7,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 (cd "$here" && cargo build --release -q)
-writ="$here/target/release/writ"
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target="$here/$target" ;; esac
+writ="$target/release/writ"
 as_root=(); [ "$(id -u)" = 0 ] && as_root=(--allow-root)
