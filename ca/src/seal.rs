@@ -24,6 +24,10 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::store::Store;
 
+mod precheck;
+
+pub use precheck::{KEK_FILE, Precheck, precheck, unlock_checked};
+
 /// Store tree and key of the KDF record.
 const KEK_TREE: &str = "ca";
 const KEK_KEY: &[u8] = b"kek";
@@ -220,6 +224,7 @@ impl Sealer {
 
 /// The persisted KDF record.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KekRecord {
     version: u32,
     kdf: String,
@@ -251,24 +256,10 @@ pub fn unlock(store: &dyn Store, protection: KeyProtection) -> Result<(Sealer, b
         KeyProtection::Passphrase { passphrase, params } => (passphrase, params),
     };
     if passphrase.is_empty() {
-        return Err(Error::Key(
-            "the passphrase is empty; put at least one character in the passphrase file".into(),
-        ));
+        return Err(empty_passphrase());
     }
     if let Some(bytes) = existing {
-        let record: KekRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("key-encryption record: {e}")))?;
-        if record.version != 1 || record.kdf != "argon2id" {
-            return Err(Error::Corrupt(format!(
-                "key-encryption record version {} ({}) is not one this writ reads",
-                record.version, record.kdf
-            )));
-        }
-        let salt = B64
-            .decode(record.salt.as_bytes())
-            .map_err(|_| Error::Corrupt("key-encryption salt".into()))?;
-        let kek = Kek::derive(&passphrase, &record.params, &salt)?;
-        kek.open(CHECK_AAD, &record.check)?;
+        let kek = open_record(&bytes, &passphrase)?;
         return Ok((Sealer::Kek(Arc::new(kek)), false));
     }
     let mut salt = [0u8; SALT_LEN];
@@ -291,6 +282,32 @@ pub fn unlock(store: &dyn Store, protection: KeyProtection) -> Result<(Sealer, b
         ));
     }
     Ok((Sealer::Kek(Arc::new(kek)), true))
+}
+
+fn empty_passphrase() -> Error {
+    Error::Key("the passphrase is empty; put at least one character in the passphrase file".into())
+}
+
+/// Parses the KDF record `bytes` and opens its check value with the KEK `passphrase`
+/// derives: [`Error::WrongPassphrase`] when it does not open.
+fn open_record(bytes: &[u8], passphrase: &[u8]) -> Result<Kek, Error> {
+    if passphrase.is_empty() {
+        return Err(empty_passphrase());
+    }
+    let record: KekRecord = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt(format!("key-encryption record: {e}")))?;
+    if record.version != 1 || record.kdf != "argon2id" {
+        return Err(Error::Corrupt(format!(
+            "key-encryption record version {} ({}) is not one this writ reads",
+            record.version, record.kdf
+        )));
+    }
+    let salt = B64
+        .decode(record.salt.as_bytes())
+        .map_err(|_| Error::Corrupt("key-encryption salt".into()))?;
+    let kek = Kek::derive(passphrase, &record.params, &salt)?;
+    kek.open(CHECK_AAD, &record.check)?;
+    Ok(kek)
 }
 
 #[cfg(test)]

@@ -124,9 +124,11 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         ..BootstrapSettings::default()
     };
     let (authority, bootstrap, created, recent) = tokio::task::spawn_blocking(move || {
+        // Before the database: a start refused for its passphrase changes no file.
+        let checked = writ_ca::seal::precheck(&db_path, &protection)?;
         let store = Arc::new(SledStore::open_with(&db_path, store_options)?);
         let td = ca_settings.trust_domain.clone();
-        let (sealer, new_kek) = writ_ca::seal::unlock(store.as_ref(), protection)?;
+        let (sealer, new_kek) = writ_ca::seal::unlock_checked(store.as_ref(), protection, checked)?;
         if new_kek {
             tracing::info!("private keys are now encrypted under the given passphrase");
         }
