@@ -12,19 +12,30 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The log filter from `WRIT_LOG` (default `info`). A value that does not parse is said
+/// The log filter from `WRIT_LOG`, else `default`. A value that does not parse is said
 /// once on stderr instead of being dropped without a word.
-fn log_filter() -> tracing_subscriber::EnvFilter {
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
     match std::env::var("WRIT_LOG") {
-        Err(_) => EnvFilter::new("info"),
+        Err(_) => EnvFilter::new(default),
         Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
             eprintln!(
-                "warning: WRIT_LOG={spec:?} is not a log filter ({e}); logging at info. \
+                "warning: WRIT_LOG={spec:?} is not a log filter ({e}); logging at {default}. \
                  Examples: WRIT_LOG=debug, WRIT_LOG=warn,writ_server=debug"
             );
-            EnvFilter::new("info")
+            EnvFilter::new(default)
         }),
+    }
+}
+
+/// The level a command logs at unless `WRIT_LOG` says otherwise: the long-running ones
+/// (`server`, `agent`) and the load generator log what they do at info; a one-shot
+/// command prints its own result, so only warnings and errors join it on stderr.
+fn default_log_level(command: &Command) -> &'static str {
+    match command {
+        Command::Server(_) | Command::Bench(_) => "info",
+        Command::Agent(a) if a.runs_the_agent() => "info",
+        _ => "warn",
     }
 }
 
@@ -72,7 +83,8 @@ FILES:
     <out-dir>/cert.pem, key.pem, bundle.pem               a workload's identity, replaced as a set
 
 ENVIRONMENT:
-    WRIT_LOG          log filter (error, warn, info, debug; per module: writ_server=debug)
+    WRIT_LOG          log filter (error, warn, info, debug; per module: writ_server=debug);
+                      default info for server, agent and bench, warn for one-shot commands
     WRIT_SERVER       default --server for client commands
     WRIT_PASSPHRASE   the CA key passphrase when no --passphrase-file is given
     WRIT_CONFIG       the CLI defaults file (instead of cli.toml)
@@ -158,7 +170,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
+        .with_env_filter(log_filter(default_log_level(&cli.command)))
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: journald, container runtimes and log
         // files would store the escape codes in every line.

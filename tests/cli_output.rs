@@ -2,7 +2,7 @@
 //! into `head` ends quietly with exit status 0 once `head` has gone; `audit verify --file`
 //! is not refused because WRIT_DATA_DIR is exported; `x509 mint` and `renew` say when the
 //! server granted another lifetime than `--ttl` asked for; and lists count one thing in
-//! the singular.
+//! the singular; a one-shot command logs only warnings unless `WRIT_LOG` asks for more.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -336,4 +336,42 @@ fn lists_count_one_thing_in_the_singular() {
         first_line(&["certs", "list"]),
         "1 certificate issued; newest 1:"
     );
+}
+
+/// `writ bootstrap` with the log level left to the command (no WRIT_LOG).
+fn bootstrap_logging(server: &Server, dir: &Path, log: Option<&str>) -> Output {
+    let token = server.admin_json(&["token", "create", "--spiffe-id", ID]);
+    let file = dir.join(format!("token-{}", log.unwrap_or("default")));
+    std::fs::write(&file, token["token"].as_str().unwrap()).unwrap();
+    let out_dir = dir.join(format!("out-{}", log.unwrap_or("default")));
+    let mut cmd = Command::new(writ_bin());
+    cmd.args(["bootstrap", "--server", &server.addr, "--token-file"])
+        .arg(&file)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .env_remove("WRIT_LOG")
+        .stdin(Stdio::null());
+    if let Some(level) = log {
+        cmd.env("WRIT_LOG", level);
+    }
+    cmd.output().unwrap()
+}
+
+/// A one-shot command prints its result, and only warnings and errors join it on stderr;
+/// `WRIT_LOG` still brings the log back.
+#[test]
+fn one_shot_commands_log_only_warnings_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let quiet = bootstrap_logging(&server, tmp.path(), None);
+    assert_success(&quiet, &["bootstrap"]);
+    assert!(stdout(&quiet).contains(ID), "{}", stdout(&quiet));
+    assert!(
+        !stderr(&quiet).contains("INFO"),
+        "log lines from a one-shot command: {}",
+        stderr(&quiet)
+    );
+    let logged = bootstrap_logging(&server, tmp.path(), Some("info"));
+    assert_success(&logged, &["bootstrap"]);
+    assert!(stderr(&logged).contains("INFO"), "{}", stderr(&logged));
 }

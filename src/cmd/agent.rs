@@ -27,6 +27,13 @@ pub struct AgentCommand {
     run: RunArgs,
 }
 
+impl AgentCommand {
+    /// Whether this runs the agent itself rather than one of its one-shot subcommands.
+    pub fn runs_the_agent(&self) -> bool {
+        self.sub.is_none()
+    }
+}
+
 #[derive(Subcommand)]
 enum Sub {
     /// Exit 0 as soon as a valid certificate is in place (for ExecStartPre, init containers).
