@@ -17,6 +17,7 @@ mod issuer;
 mod journal;
 mod key;
 mod policy;
+mod replace;
 pub mod seal;
 mod segment;
 mod spiffe;

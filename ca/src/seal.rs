@@ -323,7 +323,8 @@ mod tests {
         p: 1,
     };
 
-    fn pass(p: &str) -> KeyProtection {
+    /// A passphrase at [`FAST`] cost.
+    pub(in crate::seal) fn pass(p: &str) -> KeyProtection {
         KeyProtection::Passphrase {
             passphrase: Zeroizing::new(p.as_bytes().to_vec()),
             params: FAST,

@@ -71,24 +71,9 @@ pub(crate) fn write_summary(sealed: &Path, summary: &Summary) -> std::io::Result
     replace_json(&summary_path(sealed), summary, false)
 }
 
-/// Replaces the file at `path` with `value` as JSON (mode 0600) through a temporary file
-/// and a rename, so a reader sees the old contents or the new, never a mix; with `sync`,
-/// the contents are on disk before the rename.
+/// Replaces the file at `path` with `value` as JSON ([`crate::replace::replace`]).
 fn replace_json(path: &Path, value: &impl Serialize, sync: bool) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(&mut file, &serde_json::to_vec(value)?)?;
-    if sync {
-        file.sync_all()?;
-    }
-    drop(file);
-    std::fs::rename(&tmp, path)
+    crate::replace::replace(path, &serde_json::to_vec(value)?, sync)
 }
 
 /// The chain's head when the live file was last sealed: its newest record's sequence

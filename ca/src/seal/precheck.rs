@@ -7,9 +7,8 @@
 //! successful unlock, and a store without a usable copy (an older data directory, a crash
 //! before the copy was written, a damaged file) is checked in the store as before.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -130,16 +129,7 @@ fn read_copy(path: &Path) -> Option<Vec<u8>> {
 /// Replaces the copy atomically (mode 0600), durably: a crash leaves the old copy or the
 /// new one.
 fn write_copy(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    crate::replace::replace(path, bytes, true)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir)?.sync_all()?;
     }
@@ -149,24 +139,9 @@ fn write_copy(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use zeroize::Zeroizing;
-
     use super::*;
-    use crate::seal::KdfParams;
+    use crate::seal::tests::pass;
     use crate::store::SledStore;
-
-    const FAST: KdfParams = KdfParams {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
-
-    fn pass(p: &str) -> KeyProtection {
-        KeyProtection::Passphrase {
-            passphrase: Zeroizing::new(p.as_bytes().to_vec()),
-            params: FAST,
-        }
-    }
 
     /// Opens the store at `db` the way the server does: check first, then open, unlock.
     fn start(db: &Path, protection: KeyProtection) -> Result<(Sealer, bool), Error> {
