@@ -127,6 +127,9 @@ impl RecentSerials {
             // doubling, each step rehashing everything under the journal's lock.
             let mut recycled = std::mem::take(&mut self.previous);
             recycled.clear();
+            // The first time, the retired half is the empty one a start begins with:
+            // sized once here, the half it becomes is as large as the one it follows.
+            recycled.reserve(SERIALS_PER_HALF);
             self.previous = std::mem::replace(&mut self.current, recycled);
         }
         self.current.insert(Self::key(serial));

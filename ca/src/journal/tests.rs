@@ -349,9 +349,16 @@ fn recent_serials_forget_only_beyond_two_halves() {
     assert!(!s.contains(&format!("{:016x}", 0)));
     assert!(s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
     assert!(s.contains("ff"));
-    // The retired half's table became the new one, emptied.
+    // The new half holds a whole half without growing; from the second retirement on it
+    // is the retired half's table, emptied.
     assert_eq!(s.current.len(), 1);
     assert!(s.current.capacity() >= SERIALS_PER_HALF);
+    let reused = s.previous.capacity();
+    for i in 0..SERIALS_PER_HALF as u64 {
+        s.insert(&format!("{:016x}", (1 << 40) + i));
+    }
+    assert_eq!(s.current.capacity(), reused);
+    assert!(s.contains("ff") && !s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
 }
 
 /// Issuance with facts expiring at `not_after`.
