@@ -101,7 +101,7 @@ pub async fn channel(addr: &str, config: ClientConfig) -> Result<Channel, Error>
 }
 
 /// A TLS connection to `addr` (`host:port`), with Nagle off.
-pub(crate) async fn tls_connect(
+pub async fn tls_connect(
     connector: &tokio_rustls::TlsConnector,
     addr: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
@@ -113,7 +113,7 @@ pub(crate) async fn tls_connect(
 }
 
 /// The error for a server at `addr` that could not be reached or completed no handshake.
-pub(crate) fn unreachable(addr: &str, e: &dyn std::error::Error) -> Error {
+pub fn unreachable(addr: &str, e: &dyn std::error::Error) -> Error {
     Error::Connect(format!(
         "cannot reach the writ server at {addr}: {}",
         source_chain(e)

@@ -9,6 +9,7 @@ mod crypto;
 mod load;
 mod rotating;
 mod stats;
+mod transport;
 pub mod watch;
 
 use std::time::Duration;

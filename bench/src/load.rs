@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
-use writ_agent::client::{ServerTrust, channel, client_config, connect};
+use writ_agent::client::{ServerTrust, client_config};
 use writ_ca::{CertInfo, KeyType, PrivateKey, SpiffeId, build_csr};
 use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{SignRequest, SignResponse};
 
 use crate::rotating::{RotatingCert, signing_key};
 use crate::stats::Samples;
+use crate::transport::{self, Direct};
 use crate::{BenchOptions, Error, Mode};
 
 pub(crate) struct Outcome {
@@ -54,8 +54,12 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
     let trust = trust(opts)?;
     let mut clients = Vec::new();
     if opts.mode == Mode::Renew {
+        let config = Arc::new(client_config(trust.clone(), opts.identity.as_ref())?);
         for _ in 0..opts.connections {
-            clients.push(connect(&opts.server, trust.clone(), opts.identity.as_ref()).await?);
+            let client = transport::connect(&opts.server, config.clone())
+                .await
+                .map_err(|e| writ_agent::client::unreachable(&opts.server, &e))?;
+            clients.push(client);
         }
     }
     // One TLS configuration for every fresh connection: as a fleet of agents each parses
@@ -252,7 +256,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, client: Option<CaClient<Channel>>, deadline: Instant) -> Samples {
+    async fn run(self, client: Option<CaClient<Direct>>, deadline: Instant) -> Samples {
         let mut samples = Samples::default();
         while Instant::now() < deadline {
             let i = self.next_job.fetch_add(1, Ordering::Relaxed);
@@ -266,8 +270,8 @@ impl Worker {
             let started = Instant::now();
             let result = match (&self.mode, &client) {
                 (Mode::Renew, Some(c)) => sign(c.clone(), &job).await,
-                _ => match channel(&self.server, (*self.tls).clone()).await {
-                    Ok(c) => sign(CaClient::new(c), &job).await,
+                _ => match transport::connect(&self.server, self.tls.clone()).await {
+                    Ok(c) => sign(c, &job).await,
                     Err(_) => Err("connect".to_owned()),
                 },
             };
@@ -287,7 +291,7 @@ impl Worker {
 }
 
 /// Sends `job` and returns the checked chain.
-async fn sign(mut client: CaClient<Channel>, job: &Job) -> Result<Vec<Vec<u8>>, String> {
+async fn sign(mut client: CaClient<Direct>, job: &Job) -> Result<Vec<Vec<u8>>, String> {
     let mut req = tonic::Request::new(SignRequest {
         csr: job.csr.clone(),
         ttl_seconds: 0,
