@@ -13,10 +13,11 @@ use writ_ca::store::Store;
 use crate::metrics::ServerMetrics;
 
 /// The longest the commit thread holds a flush open for signing requests the server has
-/// received but not yet written. Under load a flush then covers several times more
-/// certificates (each `fdatasync` costs a few hundred µs of CPU); when every request in
-/// the server is already waiting for the flush, it starts at once, so a lone request or
-/// a light load never waits for the window.
+/// received but not yet written, and for TLS handshakes in progress (agents about to
+/// ask). Under load a flush then covers several times more certificates (each
+/// `fdatasync` costs a few hundred µs of CPU); when every request in the server is
+/// already waiting for the flush and no handshake is under way, it starts at once, so a
+/// lone request or a light load never waits for the window.
 const GATHER_MAX: Duration = Duration::from_millis(2);
 
 /// What the committer has made durable.
@@ -36,6 +37,9 @@ pub(crate) struct Committer {
     durable: AtomicU64,
     /// Signing requests received and not yet answered (see [`crate::inflight`]).
     in_flight: AtomicUsize,
+    /// TLS handshakes in progress: on the CA's port nearly every new connection is an
+    /// agent about to ask for a certificate, so a gathering flush counts them too.
+    handshaking: AtomicUsize,
     /// Set while the commit thread holds a flush open.
     gathering: AtomicBool,
     /// [`GATHER_MAX`], but for tests.
@@ -68,6 +72,7 @@ impl Committer {
             requested: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
             gathering: AtomicBool::new(false),
             gather_max,
             metrics,
@@ -136,7 +141,9 @@ impl Committer {
             .requested
             .load(Ordering::SeqCst)
             .saturating_sub(durable);
-        waiting >= self.in_flight.load(Ordering::SeqCst) as u64
+        let expected =
+            self.in_flight.load(Ordering::SeqCst) + self.handshaking.load(Ordering::SeqCst);
+        waiting >= expected as u64
     }
 
     /// Holds the next flush open, at most `gather_max`, until every signing request in
@@ -171,6 +178,12 @@ impl Committer {
         InFlight(self.clone())
     }
 
+    /// Counts a TLS handshake in progress until the returned value is dropped.
+    pub(crate) fn handshake(self: &Arc<Self>) -> Handshake {
+        self.handshaking.fetch_add(1, Ordering::SeqCst);
+        Handshake(self.clone())
+    }
+
     /// Takes a ticket for a record just written (unsynced) to the store.
     pub(crate) fn written(&self) -> Ticket {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
@@ -203,6 +216,16 @@ impl Committer {
             return Ok(());
         }
         Err(failed(&progress).map_or_else(|| "not durable".into(), |(_, e)| e))
+    }
+}
+
+/// One TLS handshake in progress, counted until dropped.
+pub(crate) struct Handshake(Arc<Committer>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.handshaking.fetch_sub(1, Ordering::SeqCst);
+        self.0.nudge();
     }
 }
 
@@ -343,6 +366,45 @@ mod tests {
             "one flush for all three"
         );
         drop(received);
+    }
+
+    /// A TLS handshake in progress is, on the CA's port, an agent about to ask: a
+    /// gathering flush waits for it as for a request, and goes once it ends without one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_waits_for_handshakes_in_progress() {
+        let store = Arc::new(Counting::default());
+        let syncs = || store.syncs.load(Ordering::SeqCst);
+        let c = Committer::start_gathering(store.clone(), Arc::new(ServerMetrics::new()), FOREVER);
+        let writer = c.received();
+        let handshake = c.handshake();
+        let first = c.written();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(syncs(), 0, "held for the handshake");
+        // Its request arrives, then the handshake's count ends: held for that request.
+        let asking = c.received();
+        drop(handshake);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(syncs(), 0, "held for the request that followed");
+        let second = c.written();
+        within_a_minute(async {
+            for t in [first, second] {
+                c.wait(t).await.unwrap();
+            }
+        })
+        .await;
+        assert_eq!(syncs(), 1, "one flush for both");
+        drop((writer, asking));
+
+        // A connection that asks nothing lets the flush go once its handshake ends.
+        let lone = c.received();
+        let idle = c.handshake();
+        let ticket = c.written();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(syncs(), 1);
+        drop(idle);
+        within_a_minute(c.wait(ticket)).await.unwrap();
+        assert_eq!(syncs(), 2);
+        drop(lone);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,7 +216,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         shared.metrics.clone(),
         shutdown.clone(),
     );
-    let incoming = accept_tls(listener, tls, pusher.clone(), shutdown.clone());
+    let incoming = accept_tls(
+        listener,
+        tls,
+        pusher.clone(),
+        committer.clone(),
+        shutdown.clone(),
+    );
     let grpc_server = settings
         .limits
         .server()
@@ -295,6 +301,7 @@ fn accept_tls(
     listener: TcpListener,
     tls: TlsAcceptor,
     pusher: push::Pusher,
+    committer: Arc<commit::Committer>,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<Coalesced<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(128);
@@ -316,8 +323,11 @@ fn accept_tls(
             let tls = tls.clone();
             let tx = tx.clone();
             let pusher = pusher.clone();
+            let handshake = committer.handshake();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await;
+                drop(handshake);
+                match accepted {
                     Ok(Ok(stream)) if push::Pusher::chosen(&stream) => pusher.spawn(stream),
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(Coalesced::new(stream))).await;
