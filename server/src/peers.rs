@@ -73,7 +73,6 @@ impl Halves {
 }
 
 /// What a verified leaf proved.
-#[derive(Clone)]
 pub(crate) struct Verified {
     pub id: SpiffeId,
     pub dns_names: Vec<String>,
