@@ -8,6 +8,7 @@ mod cpu;
 mod crypto;
 mod load;
 mod rotating;
+mod shard;
 mod stats;
 mod transport;
 pub mod watch;

@@ -10,6 +10,7 @@ use writ_proto::v1::ca_client::CaClient;
 use writ_proto::v1::{SignRequest, SignResponse};
 
 use crate::rotating::{RotatingCert, signing_key};
+use crate::shard::{self, Shard};
 use crate::stats::Samples;
 use crate::transport::{self, Direct};
 use crate::{BenchOptions, Error, Mode};
@@ -52,16 +53,13 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
     let Jobs { jobs, keys } = prepare_jobs(opts)?;
     let (jobs, keys) = (Arc::new(jobs), Arc::new(keys));
     let trust = trust(opts)?;
-    let mut clients = Vec::new();
-    if opts.mode == Mode::Renew {
-        let config = Arc::new(client_config(trust.clone(), opts.identity.as_ref())?);
-        for _ in 0..opts.connections {
-            let client = transport::connect(&opts.server, config.clone())
-                .await
-                .map_err(|e| writ_agent::client::unreachable(&opts.server, &e))?;
-            clients.push(client);
-        }
-    }
+    let renew_tls = match opts.mode {
+        Mode::Renew => Some(Arc::new(client_config(
+            trust.clone(),
+            opts.identity.as_ref(),
+        )?)),
+        _ => None,
+    };
     // One TLS configuration for every fresh connection: as a fleet of agents each parses
     // its own key once, the load generator should not pay that per connection.
     // Resumption is off so every connection is a full handshake with a certificate.
@@ -76,24 +74,19 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
     };
     let done = Arc::new(AtomicU64::new(0));
     let next_job = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let deadline = start + opts.duration;
-    let progress = opts.progress.then(|| {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let n = done.load(Ordering::Relaxed);
-                let s = start.elapsed().as_secs_f64();
-                eprint!("\r{s:5.1}s  {n:>9} certificates  {:>9.0}/s", n as f64 / s);
-            }
-        })
-    });
-    let mut workers = Vec::new();
+    // One load thread per core: more would only take turns with each other.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match opts.mode {
+        Mode::Renew => opts.connections.min(cores),
+        _ => opts.concurrency.min(cores),
+    };
+    let mut shards: Vec<Shard> = (0..threads).map(|_| Shard::default()).collect();
+    for c in 0..opts.connections {
+        if opts.mode == Mode::Renew {
+            shards[c % threads].connections += 1;
+        }
+    }
     for w in 0..opts.concurrency {
-        let client = clients.get(w % clients.len().max(1)).cloned();
         // In handshake mode every worker is an agent of its own, presenting the
         // certificate its last renewal returned.
         let (tls, agent) = match (opts.mode, &opts.identity) {
@@ -108,7 +101,13 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
             }
             _ => (tls.clone(), None),
         };
-        let ctx = Worker {
+        // Renewal workers are spread over the connections, and live on their
+        // connection's thread.
+        let shard = match opts.mode {
+            Mode::Renew => (w % opts.connections) % threads,
+            _ => w % threads,
+        };
+        shards[shard].workers.push(Worker {
             tls,
             agent,
             keys: keys.clone(),
@@ -117,20 +116,32 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
             jobs: jobs.clone(),
             done: done.clone(),
             next_job: next_job.clone(),
-        };
-        workers.push(tokio::spawn(ctx.run(client, deadline)));
+        });
     }
-    let mut samples = Samples::default();
-    for w in workers {
-        if let Ok(s) = w.await {
-            samples.merge(s);
-        }
-    }
-    let elapsed = start.elapsed();
+    let start = Instant::now();
+    let progress = opts.progress.then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let s = start.elapsed().as_secs_f64();
+                eprint!("\r{s:5.1}s  {n:>9} certificates  {:>9.0}/s", n as f64 / s);
+            }
+        })
+    });
+    let (server, duration) = (opts.server.clone(), opts.duration);
+    let measured =
+        tokio::task::spawn_blocking(move || shard::run_all(shards, &server, renew_tls, duration))
+            .await
+            .map_err(|_| Error::Options("the load threads failed".into()))?;
     if let Some(p) = progress {
         p.abort();
         eprintln!();
     }
+    let (samples, elapsed) = measured?;
     Ok(Outcome { samples, elapsed })
 }
 
@@ -240,7 +251,8 @@ fn trust(opts: &BenchOptions) -> Result<ServerTrust, Error> {
     })
 }
 
-struct Worker {
+/// One simulated client, keeping one request in flight until the clock runs out.
+pub(crate) struct Worker {
     tls: Arc<rustls::ClientConfig>,
     /// Handshake mode: the certificate this simulated agent presents.
     agent: Option<Arc<RotatingCert>>,
@@ -256,7 +268,9 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, client: Option<CaClient<Direct>>, deadline: Instant) -> Samples {
+    /// Sends requests until `deadline`, on `client` or (handshake and bootstrap modes) on
+    /// a new connection each.
+    pub(crate) async fn run(self, client: Option<CaClient<Direct>>, deadline: Instant) -> Samples {
         let mut samples = Samples::default();
         while Instant::now() < deadline {
             let i = self.next_job.fetch_add(1, Ordering::Relaxed);
