@@ -260,3 +260,37 @@ fn impossible_options_are_refused_with_a_reason() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A renewal load whose connections cannot be made stops at once with the reason; no
+/// load thread waits for the others forever.
+#[test]
+fn an_unreachable_server_is_reported_not_waited_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    // A loopback port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let data = server.data_dir.display().to_string();
+    let out = writ(&[
+        "bench",
+        "--server",
+        &closed,
+        "--data-dir",
+        &data,
+        "--mode",
+        "renew",
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the writ server") && stderr.contains(&closed),
+        "{stderr}"
+    );
+}

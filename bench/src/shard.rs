@@ -3,13 +3,16 @@
 //! thread (no cross-thread wake-ups, no work stealing), so the load generator takes less
 //! of the CPU it shares with the server it measures.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use writ_proto::v1::ca_client::CaClient;
 
 use crate::Error;
 use crate::load::Worker;
 use crate::stats::Samples;
-use crate::transport;
+use crate::transport::{self, Direct};
 
 /// What one load thread runs.
 #[derive(Default)]
@@ -20,94 +23,101 @@ pub(crate) struct Shard {
     pub workers: Vec<Worker>,
 }
 
-/// What a finished load thread measured.
-struct Measured {
-    samples: Samples,
-    elapsed: Duration,
-}
-
 /// Runs every shard on a thread of its own for `duration` and merges what they measured;
-/// blocks until the last one finishes. The clock starts once every shard has connected.
+/// blocks until the last one finishes. The clock starts once every shard has connected;
+/// if one cannot, none starts.
 pub(crate) fn run_all(
     shards: Vec<Shard>,
     server: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
     duration: Duration,
 ) -> Result<(Samples, Duration), Error> {
-    let ready = Arc::new(Barrier::new(shards.len()));
-    let threads = shards
-        .into_iter()
-        .enumerate()
-        .map(|(i, shard)| {
-            let (server, tls, ready) = (server.to_owned(), tls.clone(), ready.clone());
-            std::thread::Builder::new()
-                .name(format!("writ-load-{i}"))
-                .spawn(move || shard.run(&server, tls, &ready, duration))
-                .map_err(|e| Error::Options(format!("cannot start a load thread: {e}")))
-        })
-        .collect::<Vec<_>>();
-    let mut samples = Samples::default();
-    let mut elapsed = Duration::ZERO;
-    let mut first_error = None;
-    for thread in threads {
-        let outcome = thread.and_then(|t| {
-            t.join()
-                .map_err(|_| Error::Options("a load thread panicked".into()))?
-        });
-        match outcome {
-            Ok(m) => {
-                samples.merge(m.samples);
-                elapsed = elapsed.max(m.elapsed);
+    let (connected, ready) = mpsc::channel();
+    let mut threads = Vec::with_capacity(shards.len());
+    let mut failed = None;
+    for (i, shard) in shards.into_iter().enumerate() {
+        let (go, start) = mpsc::channel();
+        let (server, tls, connected) = (server.to_owned(), tls.clone(), connected.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("writ-load-{i}"))
+            .spawn(move || shard.run(&server, tls, &connected, &start, duration));
+        match spawned {
+            Ok(handle) => threads.push((handle, go)),
+            Err(e) => {
+                failed = Some(Error::Options(format!("cannot start a load thread: {e}")));
+                break;
             }
-            Err(e) => first_error = first_error.or(Some(e)),
         }
     }
-    match first_error {
+    drop(connected);
+    if failed.is_none() {
+        for _ in 0..threads.len() {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(_) => failed = failed.or(Some(Error::Options("a load thread stopped".into()))),
+            }
+        }
+    }
+    // One start for every thread, or none.
+    let start = failed.is_none().then(Instant::now);
+    for (_, go) in &threads {
+        let _ = go.send(start);
+    }
+    let mut samples = Samples::default();
+    let mut elapsed = Duration::ZERO;
+    for (handle, _) in threads {
+        match handle.join() {
+            Ok(Some(s)) => samples.merge(s),
+            Ok(None) => {}
+            Err(_) => failed = failed.or(Some(Error::Options("a load thread panicked".into()))),
+        }
+    }
+    if let Some(start) = start {
+        elapsed = start.elapsed();
+    }
+    match failed {
         Some(e) => Err(e),
         None => Ok((samples, elapsed)),
     }
 }
 
 impl Shard {
+    /// Connects, reports on `connected`, waits for the start (none: another thread could
+    /// not connect) and runs the workers until `duration` after it.
     fn run(
         self,
         server: &str,
         tls: Option<Arc<rustls::ClientConfig>>,
-        ready: &Barrier,
+        connected: &mpsc::Sender<Result<(), Error>>,
+        start: &mpsc::Receiver<Option<Instant>>,
         duration: Duration,
-    ) -> Result<Measured, Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    ) -> Option<Samples> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Options(format!("cannot start a load runtime: {e}")));
-        let runtime = match runtime {
+        {
             Ok(r) => r,
             Err(e) => {
-                // The other threads wait for this one before they start.
-                ready.wait();
-                return Err(e);
+                let _ = connected.send(Err(Error::Options(format!(
+                    "cannot start a load runtime: {e}"
+                ))));
+                return None;
             }
         };
         runtime.block_on(async move {
-            let mut clients = Vec::with_capacity(self.connections);
-            let mut failed = None;
-            if let Some(tls) = tls.filter(|_| self.connections > 0) {
-                for _ in 0..self.connections {
-                    match transport::connect(server, tls.clone()).await {
-                        Ok(c) => clients.push(c),
-                        Err(e) => {
-                            failed = Some(writ_agent::client::unreachable(server, &e));
-                            break;
-                        }
-                    }
+            let clients = match self.connect(server, tls).await {
+                Ok(c) => {
+                    let _ = connected.send(Ok(()));
+                    c
                 }
-            }
-            ready.wait();
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
-            let start = Instant::now();
-            let deadline = start + duration;
+                Err(e) => {
+                    let _ = connected.send(Err(e));
+                    return None;
+                }
+            };
+            // Blocking this thread is fine: nothing else runs on it before the start.
+            let deadline = start.recv().ok().flatten()? + duration;
             let tasks: Vec<_> = self
                 .workers
                 .into_iter()
@@ -123,10 +133,25 @@ impl Shard {
                     samples.merge(s);
                 }
             }
-            Ok(Measured {
-                samples,
-                elapsed: start.elapsed(),
-            })
+            Some(samples)
         })
+    }
+
+    async fn connect(
+        &self,
+        server: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Vec<CaClient<Direct>>, Error> {
+        let Some(tls) = tls else {
+            return Ok(Vec::new());
+        };
+        let mut clients = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            let client = transport::connect(server, tls.clone())
+                .await
+                .map_err(|e| writ_agent::client::unreachable(server, &e))?;
+            clients.push(client);
+        }
+        Ok(clients)
     }
 }
