@@ -103,11 +103,19 @@ impl CertInfo {
     /// The SPIFFE ID of one DER certificate, reading only its SAN: for callers that need
     /// nothing else, such as a load generator checking every answer. webpki's parser
     /// borrows the DER instead of decoding it into owned values, at a fraction of the
-    /// cost of [`CertInfo::parse`].
+    /// cost of [`CertInfo::parse`]. It is also stricter: a certificate no relying party
+    /// would accept (an unknown critical extension, say) names no identity here, while
+    /// [`CertInfo::parse`] reads whatever it holds.
     pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, Error> {
         let der = rustls_pki_types::CertificateDer::from(der);
-        let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| Error::BadCertificate(format!("not a DER X.509 certificate: {e}")))?;
+        let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| {
+            Error::BadCertificate(match e {
+                webpki::Error::BadDer | webpki::Error::TrailingData(_) => {
+                    format!("not a DER X.509 certificate: {e}")
+                }
+                other => format!("certificate refused: {other}"),
+            })
+        })?;
         let uris: Vec<&str> = cert.valid_uri_names().collect();
         only_uri(&uris)
     }

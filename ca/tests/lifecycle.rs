@@ -428,3 +428,26 @@ fn the_san_only_reader_agrees_with_the_full_parse() {
         "{err}"
     );
 }
+
+/// The SAN-only reader is stricter than the full parse: a certificate carrying a critical
+/// extension no one understands names no identity, since no relying party would accept it.
+/// (Found by the `pem_bundle` fuzz target: one bit turned basicConstraints into 2.5.37.19.)
+#[test]
+fn the_san_only_reader_refuses_an_unknown_critical_extension() {
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(ID.try_into().expect("uri"))];
+    let mut unknown = rcgen::CustomExtension::from_oid_content(&[2, 5, 37, 19], vec![0x30, 0x00]);
+    unknown.set_criticality(true);
+    params.custom_extensions = vec![unknown];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let der = params.self_signed(&key).expect("cert").der().to_vec();
+    assert_eq!(
+        CertInfo::parse(&der)
+            .and_then(|i| i.spiffe_id())
+            .expect("the full parse reads it"),
+        support::id()
+    );
+    let err = CertInfo::spiffe_id_of(&der).unwrap_err();
+    assert!(err.to_string().contains("certificate refused"), "{err}");
+    assert!(err.to_string().contains("CriticalExtension"), "{err}");
+}
