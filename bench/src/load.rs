@@ -81,8 +81,8 @@ pub(crate) async fn generate(opts: &BenchOptions) -> Result<Outcome, Error> {
         _ => opts.concurrency.min(cores),
     };
     let mut shards: Vec<Shard> = (0..threads).map(|_| Shard::default()).collect();
-    for c in 0..opts.connections {
-        if opts.mode == Mode::Renew {
+    if opts.mode == Mode::Renew {
+        for c in 0..opts.connections {
             shards[c % threads].connections += 1;
         }
     }
