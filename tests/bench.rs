@@ -15,8 +15,13 @@ fn issued_total(server: &Server) -> u64 {
 
 /// `writ bench` at `server` with `args`.
 fn bench_out(server: &Server, args: &[&str]) -> std::process::Output {
+    bench_at(&server.addr, server, args)
+}
+
+/// `writ bench` with `server`'s data directory, sending its load to `addr`.
+fn bench_at(addr: &str, server: &Server, args: &[&str]) -> std::process::Output {
     let data = server.data_dir.display().to_string();
-    let mut all = vec!["bench", "--server", &server.addr, "--data-dir", &data];
+    let mut all = vec!["bench", "--server", addr, "--data-dir", &data];
     all.extend_from_slice(args);
     writ(&all)
 }
@@ -273,20 +278,11 @@ fn an_unreachable_server_is_reported_not_waited_for() {
         .local_addr()
         .unwrap()
         .to_string();
-    let data = server.data_dir.display().to_string();
-    let out = writ(&[
-        "bench",
-        "--server",
+    let out = bench_at(
         &closed,
-        "--data-dir",
-        &data,
-        "--mode",
-        "renew",
-        "--connections",
-        "2",
-        "--duration",
-        "1s",
-    ]);
+        &server,
+        &["--mode", "renew", "--connections", "2", "--duration", "1s"],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

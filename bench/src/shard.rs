@@ -65,7 +65,6 @@ pub(crate) fn run_all(
         let _ = go.send(start);
     }
     let mut samples = Samples::default();
-    let mut elapsed = Duration::ZERO;
     for (handle, _) in threads {
         match handle.join() {
             Ok(Some(s)) => samples.merge(s),
@@ -73,12 +72,10 @@ pub(crate) fn run_all(
             Err(_) => failed = failed.or(Some(Error::Options("a load thread panicked".into()))),
         }
     }
-    if let Some(start) = start {
-        elapsed = start.elapsed();
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok((samples, elapsed)),
+    match (failed, start) {
+        (None, Some(start)) => Ok((samples, start.elapsed())),
+        (Some(e), _) => Err(e),
+        (None, None) => Err(Error::Options("the load never started".into())),
     }
 }
 
