@@ -8,13 +8,14 @@
 //! µs, and does not slow down as the log grows. The file has the format `writ audit
 //! export` prints, so it can be shipped or tailed as it is.
 //!
-//! Crash safety: a record is acknowledged only after the flush that wrote it; a crash can
-//! leave at most a torn last line, never acknowledged, which is cut off at open.
+//! Crash safety: a record is acknowledged only after the flush that made it durable —
+//! in the write-ahead file (`ahead.rs`), which spares the journal an `fdatasync` per
+//! flush; at open the journal takes back whatever it lacks from there. A crash can leave
+//! at most a torn last line, never acknowledged, which is cut off at open.
 //!
 //! Past a size the file is sealed as a segment and a fresh one started (`segment.rs`);
 //! reading goes through the sealed segments, oldest first, then the live file.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,19 +26,20 @@ use crate::Error;
 use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
 use crate::segment;
 
+mod ahead;
 mod scan;
+mod serials;
 
+use ahead::WriteAhead;
 pub(crate) use scan::sealed_segments;
 use scan::{Scanned, scan, summarize};
+use serials::RecentSerials;
 
 /// Size past which the live journal file is sealed as a segment (~500,000 issuances).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 256 << 20;
 
 /// The largest flush buffer kept for reuse: after a burst, a larger one is freed.
 const MAX_SPARE: usize = 1 << 20;
-
-/// How many serials one half of [`RecentSerials`] holds before it is retired.
-const SERIALS_PER_HALF: usize = 1 << 20;
 
 /// The append-only log file and the group commit that makes its records durable.
 pub(crate) struct Journal {
@@ -83,8 +85,8 @@ struct Commit {
     durable: u64,
     /// Length of the durable part of the live file.
     len: u64,
-    /// The append handle; `None` while a writer is flushing with it.
-    file: Option<File>,
+    /// The files a flush writes; `None` while a writer is flushing with them.
+    file: Option<Live>,
     /// Sequence number of the live file's first record (of the next one when empty).
     live_first: u64,
     /// Length at which the live file is next sealed.
@@ -94,46 +96,10 @@ struct Commit {
     spare: Vec<u8>,
 }
 
-/// Serials of the most recent one to two million issuances, as their first 64 bits.
-///
-/// Serials carry 127 random bits, so a repeat means a broken random source; this catches
-/// one without keeping every serial ever issued in memory. A false match only costs a
-/// fresh serial.
-#[derive(Default)]
-struct RecentSerials {
-    current: HashSet<u64>,
-    previous: HashSet<u64>,
-}
-
-impl RecentSerials {
-    fn key(serial: &str) -> u64 {
-        let head = serial.get(..16).unwrap_or(serial);
-        u64::from_str_radix(head, 16).unwrap_or_else(|_| {
-            // Not hex (never written by this CA): fall back to a digest of the text.
-            let d = ring::digest::digest(&ring::digest::SHA256, serial.as_bytes());
-            u64::from_be_bytes(d.as_ref()[..8].try_into().unwrap_or([0; 8]))
-        })
-    }
-
-    fn contains(&self, serial: &str) -> bool {
-        let k = Self::key(serial);
-        self.current.contains(&k) || self.previous.contains(&k)
-    }
-
-    fn insert(&mut self, serial: &str) {
-        if self.current.len() >= SERIALS_PER_HALF {
-            // The retired half's table is emptied (its keys need no freeing: a memset of
-            // its control bytes) and filled again, rather than a fresh one grown by
-            // doubling, each step rehashing everything under the journal's lock.
-            let mut recycled = std::mem::take(&mut self.previous);
-            recycled.clear();
-            // The first time, the retired half is the empty one a start begins with:
-            // sized once here, the half it becomes is as large as the one it follows.
-            recycled.reserve(SERIALS_PER_HALF);
-            self.previous = std::mem::replace(&mut self.current, recycled);
-        }
-        self.current.insert(Self::key(serial));
-    }
+/// The live file's append handle and the write-ahead file that makes its appends durable.
+struct Live {
+    file: File,
+    ahead: WriteAhead,
 }
 
 impl Journal {
@@ -154,6 +120,17 @@ impl Journal {
     pub(crate) fn open_segmented(
         path: &Path,
         segment_bytes: u64,
+        expired_by: Option<u64>,
+        each: &mut dyn FnMut(&Scanned<'_>),
+    ) -> Result<Self, Error> {
+        Self::open_with_lap(path, segment_bytes, ahead::LAP_BYTES, expired_by, each)
+    }
+
+    /// [`Journal::open_segmented`] with laps of `lap_bytes` in the write-ahead file.
+    fn open_with_lap(
+        path: &Path,
+        segment_bytes: u64,
+        lap_bytes: u64,
         expired_by: Option<u64>,
         each: &mut dyn FnMut(&Scanned<'_>),
     ) -> Result<Self, Error> {
@@ -216,7 +193,7 @@ impl Journal {
             tail.prev_hash = head.hash;
             archived_before = Some(head.time);
         }
-        let (len, live_first) = (read.len, read.first.unwrap_or(tail.appended + 1));
+        let (mut len, live_first) = (read.len, read.first.unwrap_or(tail.appended + 1));
         // The newest complete line must be a whole record: appending after a damaged one
         // would hide the damage.
         let newest_unreadable = (!newest.is_empty())
@@ -232,8 +209,27 @@ impl Journal {
         if file.metadata().map_err(io)?.len() != len {
             // A torn write from a crash: never acknowledged, so never handed out.
             file.set_len(len).map_err(io)?;
-            file.sync_all().map_err(io)?;
         }
+        let ahead_path = ahead::path_of(path);
+        let mut ahead = WriteAhead::open(&ahead_path, lap_bytes).map_err(storage(&ahead_path))?;
+        let lost = ahead
+            .continuation(tail.appended, &tail.prev_hash)
+            .map_err(storage(&ahead_path))?;
+        if !lost.is_empty() {
+            // Acknowledged records a crash kept from the journal: take them back.
+            file.write_all(&lost).map_err(io)?;
+            len += scan(lost.as_slice(), &mut tail, &mut newest, each)
+                .map_err(io)?
+                .len;
+            tracing::info!(
+                records = lost.iter().filter(|b| **b == b'\n').count(),
+                "journal completed from its write-ahead file after a crash"
+            );
+        }
+        // Everything read back was possibly only in the page cache (a crashed process):
+        // durable before the write-ahead file's next lap overwrites its copy.
+        file.sync_all().map_err(io)?;
+        ahead.restart();
         Ok(Self {
             path: path.to_owned(),
             segment_bytes,
@@ -242,7 +238,7 @@ impl Journal {
                 // Everything read back is on disk already.
                 durable: tail.appended,
                 len,
-                file: Some(file),
+                file: Some(Live { file, ahead }),
                 live_first,
                 seal_at: segment_bytes,
                 spare: Vec::new(),
@@ -323,7 +319,7 @@ impl Journal {
             if commit.durable >= target {
                 return Ok(());
             }
-            let Some(mut file) = commit.file.take() else {
+            let Some(mut live) = commit.file.take() else {
                 commit = self.flushed.wait(commit).unwrap_or_else(|p| p.into_inner());
                 continue;
             };
@@ -334,14 +330,17 @@ impl Journal {
                 std::mem::swap(&mut tail.pending, &mut bytes);
                 tail.appended
             };
-            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+            let result = live
+                .file
+                .write_all(&bytes)
+                .and_then(|()| live.ahead.commit(&live.file, &bytes));
             commit = self.lock_commit();
             match &result {
                 Ok(()) => {
                     commit.durable = upto;
                     commit.len += bytes.len() as u64;
                     if commit.len >= commit.seal_at {
-                        self.seal(&mut commit, &mut file, &bytes);
+                        self.seal(&mut commit, &mut live, &bytes);
                     }
                     if bytes.capacity() <= MAX_SPARE {
                         bytes.clear();
@@ -351,22 +350,22 @@ impl Journal {
                 Err(_) => {
                     // Cut what may have been half written and keep the records queued: the
                     // next flush retries them in order, so the chain on disk stays whole.
-                    let _ = file.set_len(commit.len);
+                    let _ = live.file.set_len(commit.len);
                     let mut tail = self.lock_tail();
                     let mut retry = bytes;
                     retry.extend_from_slice(&tail.pending);
                     tail.pending = retry;
                 }
             }
-            commit.file = Some(file);
+            commit.file = Some(live);
             self.flushed.notify_all();
             result.map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))?;
         }
     }
 
-    /// Seals the live file (just flushed with `flushed`, `file` its handle) as a segment;
-    /// the records are durable either way, so a failure only postpones sealing.
-    fn seal(&self, commit: &mut Commit, file: &mut File, flushed: &[u8]) {
+    /// Seals the live file (just flushed with `flushed`) as a segment; the records are
+    /// durable either way, so a failure only postpones sealing.
+    fn seal(&self, commit: &mut Commit, live: &mut Live, flushed: &[u8]) {
         let newest = flushed
             .strip_suffix(b"\n")
             .and_then(|b| b.rsplit(|c| *c == b'\n').next())
@@ -380,9 +379,17 @@ impl Journal {
             hash: newest.hash,
             time: newest.time,
         };
-        match segment::seal(&self.path, commit.live_first, &head) {
+        // A sealed segment is complete on disk by itself: the write-ahead file's next lap
+        // may overwrite its newest records.
+        let sealed = live
+            .file
+            .sync_data()
+            .map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))
+            .and_then(|()| segment::seal(&self.path, commit.live_first, &head));
+        match sealed {
             Ok(fresh) => {
-                *file = fresh;
+                live.file = fresh;
+                live.ahead.restart();
                 let sealed = segment::sealed_path(&self.path, commit.live_first);
                 commit.len = 0;
                 commit.live_first = commit.durable + 1;
@@ -487,6 +494,17 @@ impl Journal {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Journal {
+    /// A clean stop leaves the journal complete on disk by itself, as a backup or an
+    /// offline `writ audit verify` expects; a crash leaves the rest to the write-ahead file.
+    fn drop(&mut self) {
+        let commit = self.commit.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = &commit.file {
+            let _ = live.file.sync_data();
+        }
     }
 }
 

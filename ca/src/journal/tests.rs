@@ -337,30 +337,6 @@ proptest::proptest! {
     }
 }
 
-#[test]
-fn recent_serials_forget_only_beyond_two_halves() {
-    let mut s = RecentSerials::default();
-    for i in 0..(SERIALS_PER_HALF as u64 * 2) {
-        s.insert(&format!("{i:016x}"));
-    }
-    assert!(s.contains(&format!("{:016x}", 0)));
-    s.insert("ff");
-    // The oldest half is retired once a third begins.
-    assert!(!s.contains(&format!("{:016x}", 0)));
-    assert!(s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
-    assert!(s.contains("ff"));
-    // The new half holds a whole half without growing; from the second retirement on it
-    // is the retired half's table, emptied.
-    assert_eq!(s.current.len(), 1);
-    assert!(s.current.capacity() >= SERIALS_PER_HALF);
-    let reused = s.previous.capacity();
-    for i in 0..SERIALS_PER_HALF as u64 {
-        s.insert(&format!("{:016x}", (1 << 40) + i));
-    }
-    assert_eq!(s.current.capacity(), reused);
-    assert!(s.contains("ff") && !s.contains(&format!("{:016x}", SERIALS_PER_HALF as u64)));
-}
-
 /// Issuance with facts expiring at `not_after`.
 fn leaf(serial: &str, not_after: u64) -> AuditEvent {
     let mut e = issue(serial);
