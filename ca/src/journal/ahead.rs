@@ -65,29 +65,7 @@ impl WriteAhead {
     pub(super) fn continuation(&mut self, seq: u64, hash: &str) -> std::io::Result<Vec<u8>> {
         let mut held = Vec::new();
         (&self.file).read_to_end(&mut held)?;
-        let (mut seq, mut hash) = (seq, hash.to_owned());
-        let mut out = Vec::new();
-        for line in held.split_inclusive(|b| *b == b'\n') {
-            if line.last() != Some(&b'\n') {
-                break;
-            }
-            if super::leading_seq(line) != Some(seq + 1) {
-                if out.is_empty() {
-                    // Older records (or an earlier lap's): keep looking for the next one.
-                    continue;
-                }
-                break;
-            }
-            match serde_json::from_slice::<AuditRecord>(line) {
-                Ok(r) if r.prev == hash && r.hash_matches() => {
-                    seq = r.seq;
-                    hash = r.hash;
-                    out.extend_from_slice(line);
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
+        Ok(continuing(&held, seq, hash))
     }
 
     /// Makes `bytes`, just appended to `journal` without a sync, durable.
@@ -111,6 +89,36 @@ impl WriteAhead {
     pub(super) fn restart(&mut self) {
         self.at = 0;
     }
+}
+
+/// The lines of `held` that continue a chain whose newest record is `seq` with hash
+/// `hash`: from the line numbered `seq + 1`, as long as each is the next record, chained
+/// and hashed right. Anything else in `held` (older lines, a torn or altered one) is
+/// passed over or ends the run; nothing in it can make a line count that does not verify.
+fn continuing(held: &[u8], seq: u64, hash: &str) -> Vec<u8> {
+    let (mut seq, mut hash) = (seq, hash.to_owned());
+    let mut out = Vec::new();
+    for line in held.split_inclusive(|b| *b == b'\n') {
+        if line.last() != Some(&b'\n') {
+            break;
+        }
+        if super::leading_seq(line) != Some(seq + 1) {
+            if out.is_empty() {
+                // Older records (or an earlier lap's): keep looking for the next one.
+                continue;
+            }
+            break;
+        }
+        match serde_json::from_slice::<AuditRecord>(line) {
+            Ok(r) if r.prev == hash && r.hash_matches() => {
+                seq = r.seq;
+                hash = r.hash;
+                out.extend_from_slice(line);
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]

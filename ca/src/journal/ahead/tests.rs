@@ -1,9 +1,10 @@
 //! Recovery through the write-ahead file: what a machine crash can take from the journal
-//! (writes never synced to it) comes back at open; stale, torn and forged lines do not.
+//! (writes never synced to it) comes back at open; stale, torn and forged lines do not,
+//! whatever else the write-ahead file holds (property tests).
 
 use std::io::Write;
 
-use crate::audit::{AuditAction, AuditEvent};
+use crate::audit::{AuditAction, AuditEvent, AuditRecord};
 use crate::journal::{Journal, leading_seq};
 
 fn issue(serial: &str) -> AuditEvent {
@@ -167,4 +168,95 @@ fn a_torn_or_forged_line_is_not_taken_back() {
     drop(j);
     let j = Journal::open(&path, &mut |_| {}).unwrap();
     assert_eq!(chain(&j), (3, 3));
+}
+
+/// A chain of `n` issuance records from the start, as journal lines, with each record's
+/// hash.
+fn chain_of(n: u64) -> Vec<(Vec<u8>, String)> {
+    let mut prev = crate::audit::GENESIS.to_owned();
+    (1..=n)
+        .map(|seq| {
+            let mut line = Vec::new();
+            let r = AuditRecord::chain_into(seq, 7, issue(&format!("{seq:02x}")), &prev, &mut line)
+                .unwrap();
+            prev = r.hash.clone();
+            (line, r.hash)
+        })
+        .collect()
+}
+
+/// The hash of record `head` of `chain` (the genesis value for 0).
+fn head_hash(chain: &[(Vec<u8>, String)], head: u64) -> String {
+    match head {
+        0 => crate::audit::GENESIS.to_owned(),
+        h => chain[h as usize - 1].1.clone(),
+    }
+}
+
+proptest::proptest! {
+    /// A lap from any record up to the journal's head on, a torn record after it, the
+    /// previous lap's leftovers and noise: exactly the records past the head come back.
+    #[test]
+    fn exactly_the_records_past_the_head_come_back(
+        n in 1u64..10,
+        head in 0u64..10,
+        lap_from in 1u64..10,
+        held in 0u64..10,
+        torn in 0usize..400,
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+    ) {
+        let chain = chain_of(n + 1);
+        let head = head.min(n);
+        let lap_from = lap_from.min(head + 1);
+        let upto = (head + held).min(n);
+        let mut file = Vec::new();
+        for (line, _) in &chain[lap_from as usize - 1..upto as usize] {
+            file.extend_from_slice(line);
+        }
+        // The record after the lap, cut short by the crash; what follows it on disk is
+        // not the rest of it.
+        let next = &chain[upto as usize].0;
+        file.extend_from_slice(&next[..torn.min(next.len() - 1)]);
+        file.push(0);
+        // What the previous lap left: older records.
+        for (line, _) in &chain[..lap_from as usize - 1] {
+            file.extend_from_slice(line);
+        }
+        file.extend_from_slice(&noise);
+        let want: Vec<u8> = chain[head as usize..upto as usize]
+            .iter()
+            .flat_map(|(l, _)| l.clone())
+            .collect();
+        proptest::prop_assert_eq!(
+            super::continuing(&file, head, &head_hash(&chain, head)),
+            want
+        );
+    }
+
+    /// Whatever the file holds, what comes back is a run of records that each verify and
+    /// follow the head one after another.
+    #[test]
+    fn nothing_unverified_comes_back(
+        picks in proptest::collection::vec((0usize..8, proptest::prelude::any::<bool>()), 0..16),
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        head in 0u64..4,
+    ) {
+        let chain = chain_of(8);
+        let mut file = Vec::new();
+        for (i, damage) in picks {
+            let mut line = chain[i].0.clone();
+            if damage {
+                let at = noise.len() % line.len();
+                line[at] ^= 0x01;
+            }
+            file.extend_from_slice(&line);
+            file.extend_from_slice(&noise[..noise.len() / 4]);
+        }
+        let back = super::continuing(&file, head, &head_hash(&chain, head));
+        let mut seq = head;
+        for line in back.split_inclusive(|b| *b == b'\n') {
+            seq += 1;
+            proptest::prop_assert_eq!(line, &chain[seq as usize - 1].0[..]);
+        }
+    }
 }
