@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::generation::{Validity, unix};
-use crate::issuer::{granted_lifetime, sign_leaf};
+use crate::issuer::{IssuerRef, granted_lifetime, sign_leaf};
 use crate::seal::Sealer;
 use crate::store::{IssuanceRecord, Store};
 use crate::ttl::{LifetimeLimit, OverMax, TtlBounds};
@@ -134,6 +134,16 @@ impl State {
             .iter()
             .find(|g| g.state == GenerationState::Active)
             .ok_or_else(|| Error::Corrupt("no active CA generation".into()))
+    }
+
+    /// The active generation and its intermediate as the signer of leaves.
+    fn active_issuer(&self) -> Result<(&Generation, IssuerRef<'_>), Error> {
+        let generation = self.active()?;
+        let issuer = generation
+            .intermediate
+            .signing_ref()
+            .ok_or_else(|| Error::Corrupt("the active intermediate has no key".into()))?;
+        Ok((generation, issuer))
     }
 
     fn in_state(&self, state: GenerationState) -> Option<&Generation> {
@@ -327,11 +337,7 @@ impl Authority {
             self.denied.check(&template.id)?;
         }
         let state = self.read();
-        let generation = state.active()?;
-        let issuer = generation
-            .intermediate
-            .signing_ref()
-            .ok_or_else(|| Error::Corrupt("the active intermediate has no key".into()))?;
+        let (generation, issuer) = state.active_issuer()?;
         let mut attempts = 0;
         let (leaf, signed_at) = loop {
             let now = SystemTime::now();

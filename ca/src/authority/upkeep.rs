@@ -106,11 +106,7 @@ impl Authority {
     /// health checks: an expired or unusable intermediate, or a broken chain, fails here.
     pub fn self_test(&self, public_key: &[u8], now: SystemTime) -> Result<(), Error> {
         let state = self.read();
-        let generation = state.active()?;
-        let issuer = generation
-            .intermediate
-            .signing_ref()
-            .ok_or_else(|| Error::Corrupt("the active intermediate has no key".into()))?;
+        let (generation, issuer) = state.active_issuer()?;
         let template = LeafTemplate {
             id: self.settings.trust_domain.workload("writ/self-test")?,
             dns_names: Vec::new(),
