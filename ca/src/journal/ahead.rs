@@ -62,7 +62,7 @@ impl WriteAhead {
 
     /// The lines this file holds that continue a chain whose newest record is `seq` with
     /// hash `hash`, in order, each with its newline; empty when the journal has them all.
-    pub(super) fn continuation(&mut self, seq: u64, hash: &str) -> std::io::Result<Vec<u8>> {
+    pub(super) fn continuation(&self, seq: u64, hash: &str) -> std::io::Result<Vec<u8>> {
         let mut held = Vec::new();
         (&self.file).read_to_end(&mut held)?;
         Ok(continuing(&held, seq, hash))
