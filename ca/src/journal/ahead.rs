@@ -26,6 +26,10 @@ use crate::audit::AuditRecord;
 /// Bytes written per lap (~15,000 issuance records): the journal is synced once per lap.
 pub(super) const LAP_BYTES: u64 = 4 << 20;
 
+/// How many laps' worth is read back at most at open: a lap holds no more than its size,
+/// and a file grown far past it (damage, a stranger's file) must not exhaust memory.
+const READ_LAPS: u64 = 16;
+
 /// The write-ahead file and the offset of the next flush within the current lap.
 pub(super) struct WriteAhead {
     file: File,
@@ -64,7 +68,9 @@ impl WriteAhead {
     /// hash `hash`, in order, each with its newline; empty when the journal has them all.
     pub(super) fn continuation(&self, seq: u64, hash: &str) -> std::io::Result<Vec<u8>> {
         let mut held = Vec::new();
-        (&self.file).read_to_end(&mut held)?;
+        (&self.file)
+            .take(READ_LAPS * self.lap_bytes)
+            .read_to_end(&mut held)?;
         Ok(continuing(&held, seq, hash))
     }
 

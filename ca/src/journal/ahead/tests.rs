@@ -170,6 +170,37 @@ fn a_torn_or_forged_line_is_not_taken_back() {
     assert_eq!(chain(&j), (3, 3));
 }
 
+#[test]
+fn a_write_ahead_file_grown_far_past_its_lap_is_read_only_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let lap = 1024;
+    {
+        let j = Journal::open_with_lap(&path, 1 << 30, lap, None, &mut |_| {}).unwrap();
+        for s in ["01", "02", "03"] {
+            j.append(issue(s), Some(s), 7).unwrap();
+            j.sync().unwrap();
+        }
+    }
+    // Sixteen laps of lines that are no records, then the records themselves.
+    let wal = super::path_of(&path);
+    let mut grown = b"not a record\n".repeat((16 * lap as usize) / 13 + 1);
+    grown.extend(std::fs::read(&wal).unwrap());
+    let written = std::fs::read(&path).unwrap();
+    let reopen = |lap| {
+        std::fs::write(&wal, &grown).unwrap();
+        lose_tail(&path, lines_len(&written, 1));
+        let j = Journal::open_with_lap(&path, 1 << 30, lap, None, &mut |_| {}).unwrap();
+        chain(&j)
+    };
+    assert_eq!(reopen(lap), (1, 1), "nothing past sixteen laps is read");
+    assert_eq!(
+        reopen(2 * lap),
+        (3, 3),
+        "within them, the records come back"
+    );
+}
+
 /// A chain of `n` issuance records from the start, as journal lines, with each record's
 /// hash.
 fn chain_of(n: u64) -> Vec<(Vec<u8>, String)> {
