@@ -2,14 +2,16 @@
 
 use super::*;
 
-fn issue(serial: &str) -> AuditEvent {
+/// An issuance event with facts for `serial`.
+pub(super) fn issue(serial: &str) -> AuditEvent {
     let mut e = AuditEvent::new(AuditAction::Issue, "mtls");
     e.serial = Some(serial.into());
     e.fingerprint = Some("ff".into());
     e
 }
 
-fn records(j: &Journal) -> Vec<Result<AuditRecord, String>> {
+/// Every record of `j`, oldest first.
+pub(super) fn records(j: &Journal) -> Vec<Result<AuditRecord, String>> {
     let mut out = Vec::new();
     j.for_each(0, &mut |r| {
         out.push(r);

@@ -4,25 +4,13 @@
 
 use std::io::Write;
 
-use crate::audit::{AuditAction, AuditEvent, AuditRecord};
+use crate::audit::AuditRecord;
+use crate::journal::tests::{issue, records};
 use crate::journal::{Journal, leading_seq};
-
-fn issue(serial: &str) -> AuditEvent {
-    let mut e = AuditEvent::new(AuditAction::Issue, "mtls");
-    e.serial = Some(serial.into());
-    e.fingerprint = Some("ff".into());
-    e
-}
 
 /// Every record of the journal, checked as one chain: (how many, newest seq).
 fn chain(j: &Journal) -> (u64, u64) {
-    let mut all = Vec::new();
-    j.for_each(0, &mut |r| {
-        all.push(r);
-        true
-    })
-    .unwrap();
-    let head = crate::audit::verify(all).unwrap();
+    let head = crate::audit::verify(records(j)).unwrap();
     (head.records, head.seq)
 }
 
