@@ -14,6 +14,7 @@ use crate::seal::Kek;
 use crate::{Error, PrivateKey};
 
 impl CaCert {
+    /// The persisted form, its key (if it still has one) unencrypted.
     fn to_stored(&self) -> StoredCaCert {
         StoredCaCert {
             der: B64.encode(&self.der),
@@ -28,6 +29,7 @@ impl CaCert {
         }
     }
 
+    /// Back from the persisted form; a sealed key must have been opened first.
     fn from_stored(s: &StoredCaCert) -> Result<Self, Error> {
         let corrupt = |what: &str| Error::Corrupt(format!("CA certificate {}: {what}", s.cn));
         let der = B64
@@ -63,6 +65,7 @@ impl CaCert {
 }
 
 impl Generation {
+    /// The persisted form, keys unencrypted: the store seals them when it has a KEK.
     pub(crate) fn to_stored(&self) -> StoredGeneration {
         StoredGeneration {
             id: self.id,
@@ -80,6 +83,7 @@ impl Generation {
         }
     }
 
+    /// Back from the persisted form, once its keys were opened.
     pub(crate) fn from_stored(s: &StoredGeneration) -> Result<Self, Error> {
         Ok(Self {
             id: s.id,
