@@ -135,7 +135,7 @@ impl Journal {
         expired_by: Option<u64>,
         each: &mut dyn FnMut(&Scanned<'_>),
     ) -> Result<Self, Error> {
-        let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
+        let io = storage(path);
         let mut tail = Tail::new();
         let mut newest = Vec::new();
         let sealed = segment::list(path)?;
@@ -360,7 +360,7 @@ impl Journal {
             }
             commit.file = Some(live);
             self.flushed.notify_all();
-            result.map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))?;
+            result.map_err(storage(&self.path))?;
         }
     }
 
@@ -385,7 +385,7 @@ impl Journal {
         let sealed = live
             .file
             .sync_data()
-            .map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))
+            .map_err(storage(&self.path))
             .and_then(|()| segment::seal(&self.path, commit.live_first, &head));
         match sealed {
             Ok(fresh) => {
@@ -446,7 +446,8 @@ fn first_record(path: &Path) -> Result<Option<AuditRecord>, Error> {
     Ok(serde_json::from_slice(&line).ok())
 }
 
-fn storage(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+/// Maps an I/O error on `path` to a storage error that names the file.
+fn storage(path: &Path) -> impl Fn(std::io::Error) -> Error + Copy + '_ {
     move |e| Error::Storage(format!("{}: {e}", path.display()))
 }
 
@@ -459,7 +460,7 @@ pub(crate) fn carries_facts(e: &AuditEvent) -> bool {
 /// Writes `lines` (one record each, newline-terminated) as the journal at `path`,
 /// atomically: a crash leaves either no journal or all of it.
 pub(crate) fn create_from(path: &Path, lines: &[Vec<u8>]) -> Result<(), Error> {
-    let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
+    let io = storage(path);
     let tmp = path.with_extension("import");
     let mut file = OpenOptions::new()
         .write(true)

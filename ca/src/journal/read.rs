@@ -14,8 +14,7 @@ impl Journal {
         self.sync()?;
         let commit = self.lock_commit();
         let sealed = segment::list(&self.path)?;
-        let live = File::open(&self.path)
-            .map_err(|e| Error::Storage(format!("{}: {e}", self.path.display())))?;
+        let live = File::open(&self.path).map_err(storage(&self.path))?;
         Ok((sealed, live, commit.len))
     }
 
