@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use writ_ca::store::{SledStore, StoreOptions};
 use writ_ca::{
-    AuthMethod, Authority, CaSettings, Caller, Issuance, KeyType, OverMax, PrivateKey, SanMode,
-    SpiffeId, TrustDomain, build_csr,
+    AuthMethod, Authority, CaSettings, Caller, GenerationSummary, Issuance, KeyType, OverMax,
+    PrivateKey, SanMode, SpiffeId, TrustDomain, build_csr,
 };
 
 mod openssl;
@@ -82,6 +82,21 @@ impl TestCa {
         self.open()
     }
 
+    /// Reopens the store and checks the CA comes back exactly as it was.
+    pub fn reopen_same(&mut self) {
+        let before = status(self.ca());
+        let bundle = self.ca().bundle();
+        let expiries = self.ca().expiries();
+        assert!(!self.reopen(), "reopening must not create a CA");
+        assert_eq!(status(self.ca()), before, "status changed across a restart");
+        assert_eq!(
+            self.ca().bundle(),
+            bundle,
+            "bundle changed across a restart"
+        );
+        assert_eq!(self.ca().expiries(), expiries);
+    }
+
     /// Like [`Self::reopen`], with new settings (a changed trust domain, say); the error
     /// when the CA refuses them.
     #[allow(dead_code)]
@@ -119,6 +134,11 @@ impl TestCa {
             }
         }
     }
+}
+
+/// The CA's generations, now.
+pub fn status(ca: &Authority) -> Vec<GenerationSummary> {
+    ca.status(SystemTime::now()).expect("status")
 }
 
 /// Default settings for `example.org` with `ca_key_type`.

@@ -385,3 +385,25 @@ fn subject_key_type(cert: &Certificate) -> KeyType {
         .key_type
         .expect("a key type writ knows")
 }
+
+/// `cross` certifies `new_root`'s subject and key (same SKI) under `old_root`, as a CA,
+/// never outliving `old_root`.
+pub fn check_cross_signed(cross: &[u8], new_root: &[u8], old_root: &[u8]) {
+    let (x, new, old) = (parse(cross), parse(new_root), parse(old_root));
+    assert_eq!(subject_der(&x), subject_der(&new), "subject");
+    assert_eq!(ski(&x), ski(&new), "SKI");
+    assert_eq!(
+        x.tbs_certificate().subject_public_key_info(),
+        new.tbs_certificate().subject_public_key_info(),
+        "key"
+    );
+    assert_eq!(
+        x.tbs_certificate().issuer().to_der().expect("issuer"),
+        subject_der(&old),
+        "issuer"
+    );
+    assert_eq!(aki(&x), Some(ski(&old)), "AKI");
+    assert!(writ_ca::CertInfo::parse(cross).expect("parses").is_ca);
+    assert!(not_after(&x) <= not_after(&old));
+    assert!(not_after(&x) <= not_after(&new));
+}
