@@ -134,6 +134,7 @@ impl Shard {
         })
     }
 
+    /// Opens this shard's long-lived connections (none outside renew mode).
     async fn connect(
         &self,
         server: &str,

@@ -201,7 +201,6 @@ impl Journal {
             .then(|| serde_json::from_slice::<AuditRecord>(&newest).err())
             .flatten();
         if let Some(e) = newest_unreadable {
-            // Appending after it would hide the damage.
             return Err(Error::Corrupt(format!(
                 "the newest record of {} is unreadable ({e}); run `writ audit verify --data-dir` on a copy to find the damage",
                 path.display()

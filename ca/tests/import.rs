@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use der::Encode;
@@ -73,7 +72,7 @@ impl External {
         bc: &str,
         days: u32,
     ) {
-        let mut cmd = Command::new("openssl");
+        let mut cmd = support::openssl();
         cmd.current_dir(self.dir.path())
             .args(["req", "-x509", "-new"])
             .args(newkey)
@@ -104,7 +103,7 @@ impl External {
 
     /// Runs openssl with `args` in the directory, for its output file.
     fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
+        let out = support::openssl()
             .current_dir(self.dir.path())
             .args(args)
             .output()

@@ -46,7 +46,8 @@ pub fn openssl_verify(roots: &[Vec<u8>], chain: &[Vec<u8>], at: Option<SystemTim
     }
 }
 
-fn openssl() -> Command {
+/// The `openssl` command; panics with how to install it when it is missing.
+pub fn openssl() -> Command {
     let found = Command::new("openssl")
         .arg("version")
         .stdout(Stdio::null())
