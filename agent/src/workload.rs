@@ -1,6 +1,7 @@
 //! The SPIFFE Workload API (github.com/spiffe/spiffe, standards/SPIFFE_Workload_API.md)
 //! served on a Unix socket, so go-spiffe, py-spiffe, the Rust `spiffe` crate and Envoy's
-//! SDS-over-Workload-API clients get their X509-SVID and bundle from `writ agent`.
+//! SDS-over-Workload-API clients get their X509-SVID and bundle from `writ agent`. The JWT
+//! methods answer `Unimplemented`.
 //!
 //! The agent holds one identity and serves it to whoever can connect: unlike SPIRE, it does
 //! not attest callers (SPIRE reads the peer's credentials and picks registration entries,
@@ -144,6 +145,10 @@ impl WorkloadApi {
             shutdown.await;
             stop.cancel();
         };
+        // gRPC C-core (py-spiffe), grpc-java and grpc-swift send this socket's
+        // percent-encoded path as `:authority`; the workspace's patched h2 ignores an
+        // authority that is not a URI authority instead of resetting the stream, which is
+        // what lets them call this server at all (vendor/README.md says why a patch).
         let result = tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::new(self))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

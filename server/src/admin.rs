@@ -306,7 +306,9 @@ impl AdminService {
 }
 
 /// Binds the admin socket (mode 0600) and yields only connections from this process's
-/// user or root.
+/// user or root. Any gRPC client may call it, grpcio and grpc-java included, whose
+/// `:authority` on a unix socket is the percent-encoded path: the workspace's patched h2
+/// ignores it (vendor/README.md).
 pub(crate) fn listen(
     path: &Path,
 ) -> Result<ReceiverStream<Result<UnixStream, std::io::Error>>, Error> {

@@ -1,0 +1,146 @@
+//! writ's unix sockets served to gRPC stacks no one here wrote: py-spiffe over grpcio
+//! (gRPC C-core) on the agent's Workload API socket, plain grpcio on the server's admin
+//! socket. C-core sends the socket's percent-encoded path as `:authority`, which the
+//! HTTP/2 layer used to answer with `RST_STREAM(PROTOCOL_ERROR)` (vendor/README.md).
+//!
+//! Needs a Python with py-spiffe (`pip install spiffe`, which brings grpcio): `WRIT_PYTHON`
+//! names it, else `python3`; `./test.sh` makes one in `target/test-venv`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Server, wait_until, writ_bin};
+
+const ID: &str = "spiffe://cluster.local/ns/py/sa/client";
+const PYTHON_ENV: &str = "WRIT_PYTHON";
+
+/// The Python interpreter that can `import spiffe, grpc`; panics with how to get one.
+fn python() -> PathBuf {
+    let python = std::env::var_os(PYTHON_ENV).map_or_else(|| "python3".into(), PathBuf::from);
+    let ok = Command::new(&python)
+        .args(["-c", "import spiffe, grpc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot `import spiffe, grpc`: py-spiffe is required by these tests. Run ./test.sh \
+         (it makes target/test-venv), or `pip install spiffe` and point {PYTHON_ENV} at that \
+         Python",
+        python.display()
+    );
+    python
+}
+
+fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+fn run_python(script: &str, args: &[&str]) -> Output {
+    let out = Command::new(python())
+        .arg("-W")
+        .arg("ignore")
+        .arg(client_script(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn py_spiffe_fetches_streams_and_is_refused_without_the_security_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--min-ttl", "1s", "--default-ttl", "4s"],
+    );
+    let out = tmp.path().join("id");
+    common::assert_success(&server.mint_ttl(ID, &out, "4s", &[]), &["x509", "mint"]);
+    let socket = tmp.path().join("workload.sock");
+    let _agent = Agent(
+        Command::new(writ_bin())
+            .args(["agent", "--server", &server.addr, "--out-dir"])
+            .arg(&out)
+            .arg("--workload-api-socket")
+            .arg(&socket)
+            .env("WRIT_LOG", "error")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+
+    // Three distinct SVIDs on one FetchX509SVID stream: two rotations pushed (4 s
+    // certificates renew at about half their life).
+    let out = run_python(
+        "py_spiffe_workload.py",
+        &[socket.to_str().unwrap(), &server.trust_domain, "3"],
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |kind: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.get(kind))
+            .unwrap_or_else(|| panic!("no {kind:?} line in {lines:?}"))
+    };
+
+    let fetch = find("fetch");
+    assert_eq!(fetch["spiffe_id"], ID);
+    assert_eq!(fetch["chain"], 2, "leaf and intermediate: {fetch}");
+    assert_eq!(fetch["bundle_roots"], 1, "{fetch}");
+    let bundles = find("bundles");
+    assert_eq!(bundles, &serde_json::json!({ "cluster.local": 1 }));
+
+    let updates: Vec<&serde_json::Value> = lines.iter().filter_map(|l| l.get("update")).collect();
+    assert!(updates.iter().all(|u| u["spiffe_id"] == ID), "{updates:?}");
+    let serials: BTreeSet<&str> = updates
+        .iter()
+        .map(|u| u["serial"].as_str().unwrap())
+        .collect();
+    assert!(
+        serials.len() >= 3,
+        "rotation not seen on the stream: {updates:?}"
+    );
+
+    // Workload API §5.3: no `workload.spiffe.io: true` header, InvalidArgument.
+    assert_eq!(find("no_header"), "INVALID_ARGUMENT");
+}
+
+#[test]
+fn grpcio_calls_the_admin_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let out = run_python("grpcio_admin.py", &[server.admin_socket.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trust_domain"], server.trust_domain);
+    assert!(v["bytes"].as_u64().unwrap() > 100, "no roots in {v}");
+}
