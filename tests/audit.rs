@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::{Server, assert_success, writ, writ_json};
-use writ_ca::store::JOURNAL_FILE;
+use writ_store::JOURNAL_FILE;
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/web";
 

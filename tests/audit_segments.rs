@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Server, assert_success, wait_until, writ, writ_json};
-use writ_ca::store::JOURNAL_FILE;
+use writ_store::JOURNAL_FILE;
 
 const SEGMENT: &str = "65536";
 

@@ -27,7 +27,7 @@ async fn a_machine_crash_that_loses_the_journal_tail_loses_no_certificate() {
     // What a power cut leaves: the journal's newest writes, never synced to it, are gone
     // (cut here mid-line); the records are in the write-ahead file and come back at start.
     crash_mid_burst_losing(&[], |data| {
-        let journal = data.join(writ_ca::store::JOURNAL_FILE);
+        let journal = data.join(writ_store::JOURNAL_FILE);
         let len = std::fs::metadata(&journal).unwrap().len();
         let f = std::fs::OpenOptions::new()
             .write(true)

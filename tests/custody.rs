@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{LoggedServer, Server, wait_until, writ_bin};
-use writ_ca::store::{Entries, SledStore, Store};
+use writ_ca::store::{Entries, Store};
+use writ_store::SledStore;
 
 /// A started server (killed on drop) or what it said before exiting.
 enum Started {
@@ -126,7 +127,7 @@ fn snapshot(data: &Path) -> Vec<(String, Entries)> {
     out.push((
         "journal".into(),
         vec![(
-            std::fs::read(data.join(writ_ca::store::JOURNAL_FILE)).unwrap(),
+            std::fs::read(data.join(writ_store::JOURNAL_FILE)).unwrap(),
             vec![],
         )],
     ));
@@ -170,8 +171,8 @@ fn passphrase_file_seals_and_reopens_wrong_one_changes_nothing() {
     // As the server left it: sled rewrites its own files at the first open after a clean
     // stop, so any opening of the database would show here.
     let files = every_file(&data);
-    assert!(files.contains_key(Path::new(writ_ca::store::JOURNAL_FILE)));
-    assert!(files.contains_key(Path::new(writ_ca::seal::KEK_FILE)));
+    assert!(files.contains_key(Path::new(writ_store::JOURNAL_FILE)));
+    assert!(files.contains_key(Path::new(writ_store::kek_file::KEK_FILE)));
 
     let refused = server(&data, &["--allow-root", "--passphrase-file", &bad_s], None);
     let err = refused.refusal();

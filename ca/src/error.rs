@@ -150,9 +150,3 @@ pub enum Error {
     )]
     KeysSealed,
 }
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}

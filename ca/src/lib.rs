@@ -1,8 +1,11 @@
 //! writ's certificate authority core: SPIFFE identity types, key types, CSR parsing and
-//! policy, leaf and CA issuance, CA generations, the trust bundle and durable storage.
+//! policy, leaf and CA issuance, CA generations, the trust bundle, key sealing, the audit
+//! record format, and the [`store::Store`] trait durable state goes through.
 //!
-//! Nothing here touches the network. The policy and signing paths are synchronous and
-//! pure, so they are tested without a runtime; the server wraps them with gRPC and timers.
+//! Nothing here touches the network or a file, starts a thread or reads the clock: every
+//! "now" is an argument. The policy and signing paths are synchronous and pure, so they
+//! are tested without a runtime; `writ-store` implements the trait, the server wraps the
+//! core with gRPC and timers.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -14,12 +17,9 @@ mod error;
 mod generation;
 mod import;
 mod issuer;
-mod journal;
 mod key;
 mod policy;
-mod replace;
 pub mod seal;
-mod segment;
 mod spiffe;
 pub mod store;
 pub mod ttl;

@@ -24,13 +24,10 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::store::Store;
 
-mod precheck;
-
-pub use precheck::{KEK_FILE, Precheck, precheck, unlock_checked};
-
-/// Store tree and key of the KDF record.
-const KEK_TREE: &str = "ca";
-const KEK_KEY: &[u8] = b"kek";
+/// Store tree of the KDF record.
+pub const KEK_TREE: &str = "ca";
+/// Store key of the KDF record.
+pub const KEK_KEY: &[u8] = b"kek";
 /// Associated data of the check value.
 const CHECK_AAD: &[u8] = b"writ kek check v1";
 const CHECK_PLAINTEXT: &[u8] = b"writ";
@@ -288,9 +285,10 @@ fn empty_passphrase() -> Error {
     Error::Key("the passphrase is empty; put at least one character in the passphrase file".into())
 }
 
-/// Parses the KDF record `bytes` and opens its check value with the KEK `passphrase`
-/// derives: [`Error::WrongPassphrase`] when it does not open.
-fn open_record(bytes: &[u8], passphrase: &[u8]) -> Result<Kek, Error> {
+/// Parses the KDF record `bytes` (as [`unlock`] stores it under [`KEK_TREE`]/[`KEK_KEY`])
+/// and opens its check value with the KEK `passphrase` derives: [`Error::WrongPassphrase`]
+/// when it does not open. Lets a store check a copy of the record before it opens.
+pub fn open_record(bytes: &[u8], passphrase: &[u8]) -> Result<Kek, Error> {
     if passphrase.is_empty() {
         return Err(empty_passphrase());
     }
@@ -314,7 +312,7 @@ fn open_record(bytes: &[u8], passphrase: &[u8]) -> Result<Kek, Error> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::memory::MemoryStore;
 
     /// Cheap parameters: these tests exercise the sealing logic, not Argon2's cost.
     const FAST: KdfParams = KdfParams {
@@ -324,7 +322,7 @@ mod tests {
     };
 
     /// A passphrase at [`FAST`] cost.
-    pub(in crate::seal) fn pass(p: &str) -> KeyProtection {
+    fn pass(p: &str) -> KeyProtection {
         KeyProtection::Passphrase {
             passphrase: Zeroizing::new(p.as_bytes().to_vec()),
             params: FAST,
@@ -353,8 +351,7 @@ mod tests {
 
     #[test]
     fn unlock_creates_checks_and_refuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        let store = MemoryStore::default();
         assert!(matches!(
             unlock(&store, KeyProtection::Unencrypted),
             Ok((Sealer::Plaintext, false))

@@ -13,7 +13,7 @@ use writ_ca::{
 };
 
 use support::{LintJob, TestCa};
-use writ_ca::store::StoreOptions;
+use writ_store::StoreOptions;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const SECOND: Duration = Duration::from_secs(1);

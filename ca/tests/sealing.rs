@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use writ_ca::seal::{KdfParams, KeyProtection, Sealer, unlock};
-use writ_ca::store::{SledStore, Store};
+use writ_ca::store::Store;
 use writ_ca::{Authority, CaSettings, Error, TrustDomain};
+use writ_store::SledStore;
 use zeroize::Zeroizing;
 
 /// Cheap Argon2 cost: these tests are about sealing, not the KDF's price.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use prost::Message;
 use writ_bootstrap::{Bootstrap, BootstrapSettings};
-use writ_ca::store::SledStore;
+use writ_store::SledStore;
 use writ_ca::{
     AuthMethod, Authority, CaSettings, Caller, KeyType, OverMax, PrivateKey, SanMode, SpiffeId,
     TrustDomain, build_csr,

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use writ_bootstrap::{Bootstrap, BootstrapSettings, peek_claims};
-use writ_ca::store::SledStore;
+use writ_store::SledStore;
 use writ_ca::{SpiffeId, TrustDomain};
 
 /// A token service and one genuine, pending token it minted at `now`.

@@ -274,7 +274,7 @@ impl ServerConfig {
             .admin_socket
             .unwrap_or_else(|| data_dir.join("admin.sock"));
         let audit_segment_bytes = match self.audit_segment_bytes {
-            None => writ_ca::store::StoreOptions::default().journal_segment_bytes,
+            None => writ_store::StoreOptions::default().journal_segment_bytes,
             Some(n) if n < MIN_AUDIT_SEGMENT_BYTES => {
                 return Err(Error::Config(format!(
                     "audit_segment_bytes = {n} is too small to be useful; use at least {MIN_AUDIT_SEGMENT_BYTES} (64 KiB), or leave it unset for 256 MiB"

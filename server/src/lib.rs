@@ -41,11 +41,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use writ_bootstrap::{Bootstrap, BootstrapSettings};
 use writ_ca::Authority;
-use writ_ca::store::SledStore;
 use writ_proto::admin::admin_server::AdminServer;
 use writ_proto::coalesce::Coalesced;
 use writ_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use writ_proto::v1::ca_server::CaServer;
+use writ_store::SledStore;
 
 pub use config::{JwtIssuerConfig, MappingKind, ServerConfig, Settings, default_data_dir};
 pub use error::Error;
@@ -113,7 +113,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
 
     let db_path = settings.data_dir.join("db");
     let data_dir = settings.data_dir.clone();
-    let store_options = writ_ca::store::StoreOptions {
+    let store_options = writ_store::StoreOptions {
         journal_segment_bytes: settings.audit_segment_bytes,
     };
     let ca_settings = settings.ca.clone();
@@ -125,10 +125,11 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     };
     let (authority, bootstrap, created, recent) = tokio::task::spawn_blocking(move || {
         // Before the database: a start refused for its passphrase changes no file.
-        let checked = writ_ca::seal::precheck(&db_path, &protection)?;
+        let checked = writ_store::kek_file::precheck(&db_path, &protection)?;
         let store = Arc::new(SledStore::open_with(&db_path, store_options)?);
         let td = ca_settings.trust_domain.clone();
-        let (sealer, new_kek) = writ_ca::seal::unlock_checked(store.as_ref(), protection, checked)?;
+        let (sealer, new_kek) =
+            writ_store::kek_file::unlock_checked(store.as_ref(), protection, checked)?;
         if new_kek {
             tracing::info!("private keys are now encrypted under the given passphrase");
         }

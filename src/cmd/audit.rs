@@ -14,8 +14,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches, Subcommand, error::ErrorKind};
 use serde_json::json;
 use writ_ca::audit::{AuditRecord, ChainBreak, ChainCheck, ChainHead, verify};
-use writ_ca::store::{SledStore, Store};
+use writ_ca::store::Store;
 use writ_proto::admin::AuditListRequest;
+use writ_store::SledStore;
 
 use crate::admin_client::{AdminTarget, status};
 use crate::output::{self, Format, StdoutError, outln};
@@ -168,9 +169,9 @@ fn segments(a: SegmentsArgs) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let list = writ_ca::store::sealed_segments(&db)?;
+    let list = writ_store::sealed_segments(&db)?;
     // Archivable: every certificate it records has expired (or it records none).
-    let archivable = |s: &writ_ca::store::SegmentInfo| s.valid_until.is_none_or(|t| t <= now);
+    let archivable = |s: &writ_store::SegmentInfo| s.valid_until.is_none_or(|t| t <= now);
     match a.output {
         Format::Json => output::json(&json!({
             "segments": list.iter().map(|s| json!({

@@ -1,10 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use writ_ca::store::SledStore;
 use writ_ca::{
     AuthMethod, Authority, CaSettings, CaSigningKey, KeyType, LeafTemplate, TrustDomain,
 };
+use writ_store::SledStore;
 
 use super::*;
 

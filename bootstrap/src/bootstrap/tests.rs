@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;
 use tempfile::TempDir;
-use writ_ca::store::SledStore;
 use writ_ca::{CaSigningKey, KeyType, PrivateKey};
+use writ_store::SledStore;
 
 use super::*;
 use crate::peek_claims;

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use writ_ca::store::{SledStore, StoreOptions};
 use writ_ca::{
     AuthMethod, Authority, CaSettings, Caller, GenerationSummary, Issuance, KeyType, OverMax,
     PrivateKey, SanMode, SpiffeId, TrustDomain, build_csr,
 };
+use writ_store::{SledStore, StoreOptions};
 
 mod openssl;
 mod pkilint;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use writ_ca::Error;
 
 /// Width of the zero-padded sequence number in a sealed name, so names sort in order.
 const SEQ_DIGITS: usize = 20;

@@ -54,7 +54,7 @@ fn appends_chain_and_survive_reopen_and_a_torn_tail() {
     j.append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 8)
         .unwrap();
     let all = records(&j);
-    let head = crate::audit::verify(all).unwrap();
+    let head = writ_ca::audit::verify(all).unwrap();
     assert_eq!((head.records, head.seq), (4, 4));
 }
 
@@ -153,7 +153,7 @@ fn concurrent_appenders_share_flushes_and_keep_one_chain() {
     drop(j);
     let j = Journal::open(&path, &mut |_| {}).unwrap();
     assert_eq!(j.issued(), 800);
-    let head = crate::audit::verify(records(&j)).unwrap();
+    let head = writ_ca::audit::verify(records(&j)).unwrap();
     assert_eq!(head.records, 800);
 }
 
@@ -211,7 +211,7 @@ fn sealed_segments_read_as_one_chain() {
             j.append(issue("0001"), Some("0001"), 7),
             Err(Error::SerialReused)
         ));
-        let head = crate::audit::verify(records(&j)).unwrap();
+        let head = writ_ca::audit::verify(records(&j)).unwrap();
         assert_eq!((head.records, head.seq), (100, 100));
         let mut newest = Vec::new();
         j.for_each_newest(&mut |r| {
@@ -238,7 +238,7 @@ fn sealed_segments_read_as_one_chain() {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice::<AuditRecord>(l).map_err(|e| e.to_string()))
         .collect();
-    assert_eq!(crate::audit::verify(lines).unwrap().records, 100);
+    assert_eq!(writ_ca::audit::verify(lines).unwrap().records, 100);
 
     let mut seqs = Vec::new();
     let j = Journal::open_segmented(&path, 2048, None, &mut |r| seqs.push(r.seq)).unwrap();
@@ -273,7 +273,7 @@ fn sealed_segments_read_as_one_chain() {
     assert_eq!(all[0].as_ref().unwrap().seq, sealed[1].first_seq);
     assert_eq!(all.last().unwrap().as_ref().unwrap().seq, 101);
     assert_eq!(
-        crate::audit::verify_continuing(all).unwrap().first_seq,
+        writ_ca::audit::verify_continuing(all).unwrap().first_seq,
         sealed[1].first_seq
     );
 }
@@ -388,7 +388,7 @@ fn segments_whose_certificates_expired_are_skipped_at_open() {
         .append(AuditEvent::new(AuditAction::IdentityDeny, "uid:0"), None, 2)
         .unwrap();
     assert_eq!(next.seq, 61);
-    let head = crate::audit::verify(records(&j)).unwrap();
+    let head = writ_ca::audit::verify(records(&j)).unwrap();
     assert_eq!((head.first_seq, head.records), (1, 61));
     drop(j);
 
@@ -517,7 +517,7 @@ fn with_every_segment_archived_the_chain_continues_after_them() {
         .unwrap();
     assert_eq!(next.seq, newest.seq + 1);
     assert_eq!(next.prev, newest.hash);
-    let head = crate::audit::verify_continuing(records(&j)).unwrap();
+    let head = writ_ca::audit::verify_continuing(records(&j)).unwrap();
     assert_eq!((head.first_seq, head.records), (newest.seq + 1, 1));
 
     // A damaged head does not matter while the live file says where the chain stands...

@@ -22,9 +22,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::Error;
-use crate::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
-use crate::segment;
+use crate::embedded::segment;
+use writ_ca::Error;
+use writ_ca::audit::{AuditAction, AuditEvent, AuditRecord, GENESIS};
 
 mod ahead;
 mod read;

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{Tail, storage};
-use crate::Error;
-use crate::audit::{AuditAction, AuditRecord};
-use crate::segment;
+use crate::embedded::segment;
+use writ_ca::Error;
+use writ_ca::audit::{AuditAction, AuditRecord};
 
 /// What opening the journal reads of a record, without copying its strings: the scan of a
 /// million records spent most of its time allocating and freeing them.
@@ -196,7 +196,7 @@ pub(super) fn scan(
                 // The server's own certificates are reissued under any generation and
                 // never hold anything back (as in the store's live index).
                 if let Some((not_after, _, auth)) = r.issued_leaf()
-                    && auth != crate::AuthMethod::Internal.as_str()
+                    && auth != writ_ca::AuthMethod::Internal.as_str()
                 {
                     read.max_not_after = read.max_not_after.max(not_after);
                 }

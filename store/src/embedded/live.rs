@@ -15,7 +15,7 @@ impl LiveIndex {
     }
 
     pub(super) fn add_leaf(&mut self, not_after: u64, generation: u64, auth: &str) {
-        if auth != crate::AuthMethod::Internal.as_str() {
+        if auth != writ_ca::AuthMethod::Internal.as_str() {
             *self.0.entry((not_after, generation)).or_default() += 1;
         }
     }

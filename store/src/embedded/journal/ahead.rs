@@ -21,7 +21,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::audit::AuditRecord;
+use writ_ca::audit::AuditRecord;
 
 /// Bytes written per lap (~15,000 issuance records): the journal is synced once per lap.
 pub(super) const LAP_BYTES: u64 = 4 << 20;

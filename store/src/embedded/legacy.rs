@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::IssuanceRecord;
-use crate::Error;
+use writ_ca::Error;
 
 /// The issuance log of data directories written before the journal: read, never written.
 pub(super) const LEGACY_LOG: &str = "issuance_log";
@@ -21,7 +21,8 @@ pub(super) struct Legacy {
 impl Legacy {
     /// Decodes one value of the legacy log.
     pub(super) fn record(value: sled::Result<sled::IVec>) -> Result<IssuanceRecord, Error> {
-        serde_json::from_slice(&value?).map_err(|e| Error::Corrupt(format!("issuance log: {e}")))
+        serde_json::from_slice(&value.map_err(super::sled_error)?)
+            .map_err(|e| Error::Corrupt(format!("issuance log: {e}")))
     }
 }
 
@@ -29,18 +30,19 @@ impl Legacy {
 /// is written whole (temporary file, then rename) before the tree is dropped, so a crash
 /// in between repeats nothing and loses nothing.
 pub(super) fn import_legacy_audit(db: &sled::Db, journal: &Path) -> Result<(), Error> {
-    let tree = db.open_tree(LEGACY_AUDIT)?;
+    let tree = db.open_tree(LEGACY_AUDIT).map_err(super::sled_error)?;
     if !journal.exists() && !tree.is_empty() {
         let lines = tree
             .iter()
             .values()
             .map(|v| v.map(|v| v.to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
-        crate::journal::create_from(journal, &lines)?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(super::sled_error)?;
+        crate::embedded::journal::create_from(journal, &lines)?;
     }
     if !tree.is_empty() {
-        db.drop_tree(LEGACY_AUDIT)?;
-        db.flush()?;
+        db.drop_tree(LEGACY_AUDIT).map_err(super::sled_error)?;
+        db.flush().map_err(super::sled_error)?;
     }
     Ok(())
 }

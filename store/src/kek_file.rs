@@ -12,9 +12,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{KEK_KEY, KEK_TREE, Kek, KeyProtection, Sealer, open_record, unlock};
-use crate::Error;
-use crate::store::Store;
+use writ_ca::Error;
+use writ_ca::seal::{KEK_KEY, KEK_TREE, Kek, KeyProtection, Sealer, open_record, unlock};
+use writ_ca::store::Store;
 
 /// File name of the copy, beside the database directory.
 pub const KEK_FILE: &str = "kek.json";
@@ -140,8 +140,20 @@ fn write_copy(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::seal::tests::pass;
-    use crate::store::SledStore;
+    use crate::SledStore;
+    use writ_ca::seal::KdfParams;
+
+    /// A passphrase at a cheap Argon2 cost: these tests exercise the copy, not the KDF.
+    fn pass(p: &str) -> KeyProtection {
+        KeyProtection::Passphrase {
+            passphrase: zeroize::Zeroizing::new(p.as_bytes().to_vec()),
+            params: KdfParams {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+        }
+    }
 
     /// Opens the store at `db` the way the server does: check first, then open, unlock.
     fn start(db: &Path, protection: KeyProtection) -> Result<(Sealer, bool), Error> {

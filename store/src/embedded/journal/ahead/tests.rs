@@ -4,13 +4,13 @@
 
 use std::io::Write;
 
-use crate::audit::AuditRecord;
-use crate::journal::tests::{issue, records};
-use crate::journal::{Journal, leading_seq};
+use crate::embedded::journal::tests::{issue, records};
+use crate::embedded::journal::{Journal, leading_seq};
+use writ_ca::audit::AuditRecord;
 
 /// Every record of the journal, checked as one chain: (how many, newest seq).
 fn chain(j: &Journal) -> (u64, u64) {
-    let head = crate::audit::verify(records(j)).unwrap();
+    let head = writ_ca::audit::verify(records(j)).unwrap();
     (head.records, head.seq)
 }
 
@@ -65,7 +65,7 @@ fn records_the_journal_lost_come_back_from_the_write_ahead_file() {
     assert!(
         matches!(
             j.append(issue("04"), Some("04"), 8),
-            Err(crate::Error::SerialReused)
+            Err(writ_ca::Error::SerialReused)
         ),
         "a serial taken back counts as seen"
     );
@@ -192,7 +192,7 @@ fn a_write_ahead_file_grown_far_past_its_lap_is_read_only_so_far() {
 /// A chain of `n` issuance records from the start, as journal lines, with each record's
 /// hash.
 fn chain_of(n: u64) -> Vec<(Vec<u8>, String)> {
-    let mut prev = crate::audit::GENESIS.to_owned();
+    let mut prev = writ_ca::audit::GENESIS.to_owned();
     (1..=n)
         .map(|seq| {
             let mut line = Vec::new();
@@ -207,7 +207,7 @@ fn chain_of(n: u64) -> Vec<(Vec<u8>, String)> {
 /// The hash of record `head` of `chain` (the genesis value for 0).
 fn head_hash(chain: &[(Vec<u8>, String)], head: u64) -> String {
     match head {
-        0 => crate::audit::GENESIS.to_owned(),
+        0 => writ_ca::audit::GENESIS.to_owned(),
         h => chain[h as usize - 1].1.clone(),
     }
 }

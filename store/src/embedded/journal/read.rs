@@ -4,8 +4,9 @@
 use std::fs::File;
 
 use super::{Journal, leading_seq, storage};
-use crate::audit::AuditRecord;
-use crate::{Error, segment};
+use crate::embedded::segment;
+use writ_ca::Error;
+use writ_ca::audit::AuditRecord;
 
 impl Journal {
     /// What a reader goes through: the sealed segments, and the live file opened while

@@ -1,5 +1,6 @@
 use super::legacy::LEGACY_AUDIT;
 use super::*;
+use writ_ca::audit::AuditAction;
 
 /// Opens the store at `path`, waiting a little for the lock: sled's background threads
 /// can hold it for a moment after the previous `Db` is dropped.
@@ -98,7 +99,7 @@ fn concurrent_writers_share_flushes_and_lose_nothing() {
             true
         })
         .unwrap();
-    let head = crate::audit::verify(records).unwrap();
+    let head = writ_ca::audit::verify(records).unwrap();
     assert_eq!((head.records, head.seq), (801, 801));
     // The log gives back every fact it was given.
     let mut all = Vec::new();
@@ -121,7 +122,7 @@ fn an_older_data_dir_keeps_its_log_and_moves_its_audit_chain_into_the_journal() 
             db.open_tree(LEGACY_SERIALS).unwrap(),
             db.open_tree(LEGACY_AUDIT).unwrap(),
         );
-        let mut prev = crate::audit::GENESIS.to_owned();
+        let mut prev = writ_ca::audit::GENESIS.to_owned();
         for (i, serial) in ["0a", "0b"].into_iter().enumerate() {
             let id = (i as u64).to_be_bytes();
             log.insert(id, serde_json::to_vec(&rec(serial)).unwrap())
@@ -152,7 +153,7 @@ fn an_older_data_dir_keeps_its_log_and_moves_its_audit_chain_into_the_journal() 
         })
         .unwrap();
         assert_eq!(audit[1].as_ref().unwrap().hash, old_head);
-        crate::audit::verify(audit).unwrap();
+        writ_ca::audit::verify(audit).unwrap();
         assert!(s.db.open_tree(LEGACY_AUDIT).unwrap().is_empty());
     }
     let s = open(&path);
