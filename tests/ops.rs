@@ -165,22 +165,22 @@ fn metrics_count_signing_by_method_and_result() {
         1.0
     );
     assert!(get("writ_server_sign_duration_seconds_sum", "method=\"token\"") > 0.0);
-    // The renewal went through the commit thread (a bootstrap token's redemption syncs
-    // on its own): one flush, one record, a measured duration.
+    // The admin mint, the renewal and the token's redemption all went through the commit
+    // thread, one after the other: three flushes of one record each, measured.
     assert_eq!(
         get("writ_server_commit_flushes_total", "result=\"ok\""),
-        1.0,
+        3.0,
         "{page}"
     );
     assert_eq!(
         get("writ_server_commit_flushes_total", "result=\"error\""),
         0.0
     );
-    assert_eq!(get("writ_server_commit_batch_size_count", ""), 1.0);
-    assert_eq!(get("writ_server_commit_batch_size_sum", ""), 1.0);
+    assert_eq!(get("writ_server_commit_batch_size_count", ""), 3.0);
+    assert_eq!(get("writ_server_commit_batch_size_sum", ""), 3.0);
     assert_eq!(
         get("writ_server_commit_flush_duration_seconds_count", ""),
-        1.0
+        3.0
     );
     assert!(get("writ_server_commit_flush_duration_seconds_sum", "") > 0.0);
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -151,7 +150,7 @@ fn config(
             .map_err(Error::Ca)?,
         accept,
         trust,
-        algorithms: provider.signature_verification_algorithms,
+        signatures: writ_proto::tls::Tls13Signatures::new(),
         last_verified: Mutex::new(None),
     });
     let builder = ClientConfig::builder_with_provider(provider)
@@ -179,7 +178,7 @@ struct SpiffeServerVerifier {
     trust: ServerTrust,
     expected: SpiffeId,
     accept: ServerId,
-    algorithms: WebPkiSupportedAlgorithms,
+    signatures: writ_proto::tls::Tls13Signatures,
     /// The last chain that verified, until its first certificate expires: a configuration
     /// used for many connections (the bench's simulated fleet, any long-running client)
     /// meets the same server chain each time, and its path needs checking once. Each
@@ -256,9 +255,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        self.signatures.verify_tls12()
     }
 
     fn verify_tls13_signature(
@@ -267,11 +264,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -294,10 +291,9 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use writ_ca::ttl::OverMax;
     use writ_ca::{
-        AuthMethod, Caller, Csr, Generation, GenerationState, KeyType, Policy, PrivateKey, SanMode,
-        TtlBounds, Validity, build_csr, sign_leaf,
+        AuthMethod, Caller, Csr, Generation, GenerationState, KeyType, LeafRequest, Policy,
+        PrivateKey, Rules, TtlBounds, Validity, build_csr, sign_leaf,
     };
 
     /// A CA and a server certificate for `spiffe://td.test/writ/server` valid for `ttl`.
@@ -332,7 +328,7 @@ mod tests {
             method: AuthMethod::Mtls,
         };
         let template = Policy::new(td.clone(), TtlBounds::default())
-            .evaluate(&csr, &caller, Some(ttl), OverMax::Clamp, SanMode::Exact)
+            .evaluate(&csr, &LeafRequest::new(&caller, Some(ttl), Rules::WRIT))
             .unwrap();
         let leaf = sign_leaf(&template, &g.intermediate.issuer_ref(), now, Duration::ZERO).unwrap();
         (
@@ -371,7 +367,7 @@ mod tests {
                 trust_domain: td,
                 roots: vec![root],
             },
-            algorithms: writ_proto::tls::crypto_provider().signature_verification_algorithms,
+            signatures: writ_proto::tls::Tls13Signatures::new(),
             last_verified: Mutex::new(None),
         }
     }
@@ -416,7 +412,7 @@ mod tests {
                 trust_domain: td,
                 roots: vec![root],
             },
-            algorithms: writ_proto::tls::crypto_provider().signature_verification_algorithms,
+            signatures: writ_proto::tls::Tls13Signatures::new(),
             last_verified: Mutex::new(None),
         };
         let now = SystemTime::now();

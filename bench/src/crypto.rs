@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use writ_ca::ttl::OverMax;
 use writ_ca::{
-    AuthMethod, Caller, Csr, Error, Generation, GenerationState, KeyType, Policy, PrivateKey,
-    SanMode, TrustDomain, TtlBounds, Validity, build_csr, sign_leaf,
+    AuthMethod, Caller, Csr, Error, Generation, GenerationState, KeyType, LeafRequest, Policy,
+    PrivateKey, Rules, TrustDomain, TtlBounds, Validity, build_csr, sign_leaf,
 };
 
 /// Average time for one parse + verify + sign on one core, over at least `budget`.
@@ -40,7 +39,7 @@ pub fn bare_cost(ca_key: KeyType, csr_key: KeyType, budget: Duration) -> Result<
     let mut n = 0u32;
     while start.elapsed() < budget || n < 10 {
         let parsed = Csr::parse(&csr)?;
-        let template = policy.evaluate(&parsed, &caller, None, OverMax::Clamp, SanMode::Exact)?;
+        let template = policy.evaluate(&parsed, &LeafRequest::new(&caller, None, Rules::WRIT))?;
         sign_leaf(
             &template,
             &issuer,

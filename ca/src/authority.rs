@@ -10,11 +10,11 @@ use crate::generation::{Validity, unix};
 use crate::issuer::{IssuerRef, granted_lifetime, sign_leaf};
 use crate::seal::Sealer;
 use crate::store::{IssuanceRecord, Store};
-use crate::ttl::{LifetimeLimit, OverMax, TtlBounds};
+use crate::ttl::{LifetimeLimit, TtlBounds};
 use crate::verify::{Usage, VerifiedPeer, verify_chain};
 use crate::{
-    Caller, Csr, Error, Generation, GenerationState, Issued, KeyType, LeafTemplate, Policy,
-    SanMode, SpiffeId, TrustBundle, TrustDomain,
+    Csr, Error, Generation, GenerationState, Issued, KeyType, LeafRequest, LeafTemplate, Policy,
+    SpiffeId, TrustBundle, TrustDomain,
 };
 
 mod recent;
@@ -117,6 +117,11 @@ pub struct Issuance {
 pub struct Unsynced<T>(T);
 
 impl<T> Unsynced<T> {
+    /// The value, to read from before its record is durable (never to hand out).
+    pub fn peek(&self) -> &T {
+        &self.0
+    }
+
     /// The value, once its record is durable.
     pub fn synced(self) -> T {
         self.0
@@ -184,11 +189,15 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// Loads the CA from `store`, or creates a root and intermediate on first start, with
-    /// private keys stored unencrypted (development mode; see [`Authority::open_sealed`]).
-    /// Returns whether it created them.
-    pub fn open(settings: CaSettings, store: Arc<dyn Store>) -> Result<(Self, bool), Error> {
-        Self::open_sealed(settings, store, Sealer::Plaintext)
+    /// Loads the CA from `store`, or creates a root and intermediate valid from `now` on
+    /// first start, with private keys stored unencrypted (development mode; see
+    /// [`Authority::open_sealed`]). Returns whether it created them.
+    pub fn open(
+        settings: CaSettings,
+        store: Arc<dyn Store>,
+        now: SystemTime,
+    ) -> Result<(Self, bool), Error> {
+        Self::open_sealed(settings, store, Sealer::Plaintext, now)
     }
 
     /// Like [`Authority::open`], with private keys sealed by `sealer` (from
@@ -198,6 +207,7 @@ impl Authority {
         settings: CaSettings,
         store: Arc<dyn Store>,
         sealer: Sealer,
+        now: SystemTime,
     ) -> Result<(Self, bool), Error> {
         let policy = Policy::new(settings.trust_domain.clone(), settings.ttl)
             .with_aliases(settings.trust_domain_aliases.clone());
@@ -229,7 +239,7 @@ impl Authority {
                     settings.ca_key_type,
                     settings.validity(),
                     GenerationState::Active,
-                    SystemTime::now(),
+                    now,
                 )?;
                 let state = State {
                     generations: vec![g],
@@ -267,17 +277,15 @@ impl Authority {
         &self.store
     }
 
-    /// Evaluates `csr` for `caller` and, if the policy allows, signs and durably records a
-    /// leaf before returning it.
+    /// Evaluates `csr` for the request and, if the policy allows, signs at `now` and
+    /// durably records a leaf before returning it.
     pub fn issue(
         &self,
         csr: &[u8],
-        caller: &Caller,
-        ttl: Option<Duration>,
-        over_max: OverMax,
-        mode: SanMode,
+        request: &LeafRequest<'_>,
+        now: SystemTime,
     ) -> Result<Issuance, Error> {
-        let issuance = self.issue_unsynced(csr, caller, ttl, over_max, mode)?;
+        let issuance = self.issue_unsynced(csr, request, now)?;
         self.store.sync()?;
         Ok(issuance.synced())
     }
@@ -289,29 +297,20 @@ impl Authority {
     pub fn issue_unsynced(
         &self,
         csr: &[u8],
-        caller: &Caller,
-        ttl: Option<Duration>,
-        over_max: OverMax,
-        mode: SanMode,
+        request: &LeafRequest<'_>,
+        now: SystemTime,
     ) -> Result<Unsynced<Issuance>, Error> {
         let csr = Csr::parse(csr)?;
-        let template = self.policy.evaluate(&csr, caller, ttl, over_max, mode)?;
-        self.issue_template_unsynced(&template)
+        let template = self.policy.evaluate(&csr, request)?;
+        self.issue_template_unsynced(&template, now)
     }
 
     /// Like [`Policy::evaluate`], and refuses a denied identity
     /// ([`Error::IdentityDenied`]) before anything is spent: for callers that must decide
     /// before an irreversible step (consuming a one-time token).
-    pub fn evaluate(
-        &self,
-        csr: &Csr,
-        caller: &Caller,
-        ttl: Option<Duration>,
-        over_max: OverMax,
-        mode: SanMode,
-    ) -> Result<LeafTemplate, Error> {
-        self.denied.check(&caller.id)?;
-        self.policy.evaluate(csr, caller, ttl, over_max, mode)
+    pub fn evaluate(&self, csr: &Csr, request: &LeafRequest<'_>) -> Result<LeafTemplate, Error> {
+        self.denied.check(&request.caller.id)?;
+        self.policy.evaluate(csr, request)
     }
 
     /// Signs and records a leaf for an already-decided template (the server's own
@@ -321,8 +320,12 @@ impl Authority {
     /// is enforced: a new authentication method cannot forget it. The server's own
     /// certificate ([`AuthMethod::Internal`](crate::AuthMethod::Internal)) is exempt, so a
     /// deny can never stop the CA from serving.
-    pub fn issue_template(&self, template: &LeafTemplate) -> Result<Issuance, Error> {
-        let issuance = self.issue_template_unsynced(template)?;
+    pub fn issue_template(
+        &self,
+        template: &LeafTemplate,
+        now: SystemTime,
+    ) -> Result<Issuance, Error> {
+        let issuance = self.issue_template_unsynced(template, now)?;
         self.store.sync()?;
         Ok(issuance.synced())
     }
@@ -332,6 +335,7 @@ impl Authority {
     pub fn issue_template_unsynced(
         &self,
         template: &LeafTemplate,
+        now: SystemTime,
     ) -> Result<Unsynced<Issuance>, Error> {
         if template.auth != crate::AuthMethod::Internal {
             self.denied.check(&template.id)?;
@@ -339,8 +343,7 @@ impl Authority {
         let state = self.read();
         let (generation, issuer) = state.active_issuer()?;
         let mut attempts = 0;
-        let (leaf, signed_at) = loop {
-            let now = SystemTime::now();
+        let leaf = loop {
             let leaf = sign_leaf(template, &issuer, now, self.settings.backdate)?;
             let record = IssuanceRecord {
                 serial: leaf.serial.clone(),
@@ -353,14 +356,14 @@ impl Authority {
                 generation: generation.id,
             };
             match self.store.record_issuance_unsynced(&record) {
-                Ok(()) => break (leaf, now),
+                Ok(()) => break leaf,
                 // A 127-bit random serial colliding means a broken RNG or an attack on the
                 // log; try a fresh one a few times rather than ever reusing it.
                 Err(Error::SerialReused) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e),
             }
         };
-        let (lifetime, limited_by) = granted_lifetime(template, issuer.not_after, signed_at);
+        let (lifetime, limited_by) = granted_lifetime(template, issuer.not_after, now);
         let previous = state.in_state(GenerationState::Previous).map(|g| g.id);
         let mut chain = vec![leaf.der.clone()];
         chain.extend(generation.chain_after_leaf(previous));

@@ -37,7 +37,9 @@ pub use error::Error;
 pub use generation::{CaCert, Generation, GenerationState, Validity};
 pub use issuer::{Issued, IssuerRef, sign_leaf};
 pub use key::{CaSigningKey, KeyType, PrivateKey};
-pub use policy::{AuthMethod, Caller, LeafTemplate, Policy, SanMode, is_dns_name};
+pub use policy::{
+    AuthMethod, Caller, LeafRequest, LeafTemplate, Policy, Rules, SanMode, is_dns_name,
+};
 pub use spiffe::{SpiffeId, TrustDomain};
 pub use ttl::{LifetimeLimit, OverMax, Ttl, TtlBounds};
 pub use verify::{ALGORITHMS, Usage, VerifiedPeer, verify_chain};

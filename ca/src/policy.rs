@@ -45,6 +45,49 @@ pub struct Caller {
     pub method: AuthMethod,
 }
 
+/// A proven caller's request for a leaf, everything but the CSR: who, for how long, and
+/// under which API's rules. The one shape every issuance path passes to the CA.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafRequest<'a> {
+    /// Who proved what.
+    pub caller: &'a Caller,
+    /// The lifetime asked for; `None`: the CA's default.
+    pub ttl: Option<Duration>,
+    /// The rules of the API the request came through.
+    pub rules: Rules,
+}
+
+impl<'a> LeafRequest<'a> {
+    /// A request by `caller` for `ttl` under `rules`.
+    pub fn new(caller: &'a Caller, ttl: Option<Duration>, rules: Rules) -> Self {
+        Self { caller, ttl, rules }
+    }
+}
+
+/// How an API issues: writ's own and Istio's differ on SANs and on over-long lifetimes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Where the certificate's identity comes from.
+    pub sans: SanMode,
+    /// What a lifetime above the maximum gets.
+    pub over_max: OverMax,
+}
+
+impl Rules {
+    /// writ's `Sign` and admin `Issue`: the CSR names exactly the proven identity, and an
+    /// over-long lifetime is clamped to the maximum.
+    pub const WRIT: Rules = Rules {
+        sans: SanMode::Exact,
+        over_max: OverMax::Clamp,
+    };
+    /// Istio's `CreateCertificate`: the proven identity whatever the CSR's SANs say, and an
+    /// over-long lifetime is refused.
+    pub const ISTIO: Rules = Rules {
+        sans: SanMode::Authenticated,
+        over_max: OverMax::Reject,
+    };
+}
+
 /// Where the certificate's identity comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SanMode {
@@ -112,15 +155,10 @@ impl Policy {
         &self.ttl
     }
 
-    /// Decides whether `caller` may obtain a certificate for `csr`, and on what terms.
-    pub fn evaluate(
-        &self,
-        csr: &Csr,
-        caller: &Caller,
-        requested_ttl: Option<Duration>,
-        over_max: OverMax,
-        mode: SanMode,
-    ) -> Result<LeafTemplate, Error> {
+    /// Decides whether the request's caller may obtain a certificate for `csr`, and on
+    /// what terms.
+    pub fn evaluate(&self, csr: &Csr, request: &LeafRequest<'_>) -> Result<LeafTemplate, Error> {
+        let caller = request.caller;
         if !caller.id.is_member_of(&self.trust_domain) {
             return Err(Error::IdentityMismatch {
                 requested: format!("an identity in {}", self.trust_domain),
@@ -137,7 +175,7 @@ impl Policy {
                 "CSR asks for a CA certificate (basicConstraints cA=true); writ issues only leaf certificates".into(),
             ));
         }
-        let dns_names = match mode {
+        let dns_names = match request.rules.sans {
             SanMode::Exact => {
                 self.check_exact_identity(csr, caller)?;
                 check_dns(csr.dns_names(), &caller.dns_allowed)?;
@@ -150,7 +188,7 @@ impl Policy {
             // authenticated identity wins and the CSR's names are never issued.
             SanMode::Authenticated => Vec::new(),
         };
-        let (lifetime, limited_by) = self.ttl.resolve(requested_ttl, over_max)?;
+        let (lifetime, limited_by) = self.ttl.resolve(request.ttl, request.rules.over_max)?;
         Ok(LeafTemplate {
             id: caller.id.clone(),
             dns_names,
@@ -248,7 +286,7 @@ mod tests {
     fn eval(sans: Vec<SanType>, ca: bool, who: &Caller) -> Result<LeafTemplate, Error> {
         let key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let csr = Csr::parse(&make_csr(&key, sans, ca)).unwrap();
-        policy().evaluate(&csr, who, None, OverMax::Clamp, SanMode::Exact)
+        policy().evaluate(&csr, &LeafRequest::new(who, None, Rules::WRIT))
     }
 
     #[test]
@@ -274,7 +312,7 @@ mod tests {
         let key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let ask = |id: &str, who: &Caller| {
             let csr = Csr::parse(&make_csr(&key, vec![uri(id)], false)).unwrap();
-            moved.evaluate(&csr, who, None, OverMax::Clamp, SanMode::Exact)
+            moved.evaluate(&csr, &LeafRequest::new(who, None, Rules::WRIT))
         };
         let c = caller("spiffe://td/a", &[]);
         assert_eq!(
@@ -367,10 +405,7 @@ mod tests {
         let t = policy()
             .evaluate(
                 &csr,
-                &caller("spiffe://td/a", &[]),
-                None,
-                OverMax::Reject,
-                SanMode::Authenticated,
+                &LeafRequest::new(&caller("spiffe://td/a", &[]), None, Rules::ISTIO),
             )
             .unwrap();
         assert_eq!(t.id.as_str(), "spiffe://td/a");

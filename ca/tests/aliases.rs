@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use writ_ca::{
-    AuthMethod, CaSettings, Caller, Error, KeyType, OverMax, PrivateKey, SanMode, SpiffeId,
+    AuthMethod, CaSettings, Caller, Error, KeyType, LeafRequest, PrivateKey, Rules, SpiffeId,
     TrustDomain, build_csr,
 };
 
@@ -33,10 +33,8 @@ fn issue_for(ca: &writ_ca::Authority, id: &str, key: &PrivateKey) -> Vec<Vec<u8>
     };
     ca.issue(
         &csr,
-        &caller,
-        Some(Duration::from_secs(3600)),
-        OverMax::Clamp,
-        SanMode::Exact,
+        &LeafRequest::new(&caller, Some(Duration::from_secs(3600)), Rules::WRIT),
+        SystemTime::now(),
     )
     .expect("issue")
     .chain
@@ -82,7 +80,11 @@ fn an_alias_migrates_the_ca_and_renews_old_identities_into_the_new_domain() {
     };
     let renewed = ca
         .ca()
-        .issue(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .issue(
+            &csr,
+            &LeafRequest::new(&caller, None, Rules::WRIT),
+            SystemTime::now(),
+        )
         .expect("renew");
     assert_eq!(renewed.id.as_str(), "spiffe://new.example/ns/prod/sa/web");
 

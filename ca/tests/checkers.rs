@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, SystemTime};
 
 use writ_ca::{
-    Csr, Generation, GenerationState, IssuerRef, KeyType, OverMax, PrivateKey, SanMode, Validity,
+    Csr, Generation, GenerationState, IssuerRef, KeyType, LeafRequest, PrivateKey, Rules, Validity,
     build_csr, sign_leaf,
 };
 
@@ -96,10 +96,7 @@ fn profile_checks_reject_a_mislabelled_leaf() {
         .policy()
         .evaluate(
             &Csr::parse(&csr).expect("CSR parses"),
-            &support::caller(),
-            Some(HOUR),
-            OverMax::Clamp,
-            SanMode::Exact,
+            &LeafRequest::new(&support::caller(), Some(HOUR), Rules::WRIT),
         )
         .expect("policy");
     let g = Generation::create(

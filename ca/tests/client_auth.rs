@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use writ_ca::{Error, KeyType, PrivateKey};
+use writ_ca::{Error, KeyType, LeafRequest, PrivateKey, Rules};
 
 use support::TestCa;
 
@@ -86,7 +86,7 @@ fn a_leaf_under_a_retired_root_is_refused() {
 /// takes the leaves it issues on trust from that record.
 #[test]
 fn an_issuance_claims_what_verifying_its_leaf_finds() {
-    use writ_ca::{AuthMethod, Caller, OverMax, SanMode, build_csr};
+    use writ_ca::{AuthMethod, Caller, build_csr};
     let ca = TestCa::create(support::settings(KeyType::EcP256));
     let key = PrivateKey::generate(KeyType::EcP256).expect("key");
     let dns = vec!["web.example.internal".to_owned()];
@@ -98,7 +98,11 @@ fn an_issuance_claims_what_verifying_its_leaf_finds() {
     };
     let issuance = ca
         .ca()
-        .issue(&csr, &caller, Some(HOUR), OverMax::Clamp, SanMode::Exact)
+        .issue(
+            &csr,
+            &LeafRequest::new(&caller, Some(HOUR), Rules::WRIT),
+            SystemTime::now(),
+        )
         .expect("issue");
     assert!(issuance.own_root);
     let peer = ca

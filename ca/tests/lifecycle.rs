@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use writ_ca::store::IssuanceRecord;
 use writ_ca::{
-    CertInfo, Error, KeyType, LifetimeLimit, OverMax, PrivateKey, SanMode, Usage, build_csr,
-    verify_chain,
+    CertInfo, Error, KeyType, LeafRequest, LifetimeLimit, OverMax, PrivateKey, Rules, SanMode,
+    Usage, build_csr, verify_chain,
 };
 
 use support::{ID, TestCa};
@@ -240,7 +240,18 @@ fn leaves_never_outlive_the_intermediate() {
     ] {
         let issued = ca
             .ca()
-            .issue(&csr, &caller, Some(ttl), over_max, SanMode::Exact)
+            .issue(
+                &csr,
+                &LeafRequest::new(
+                    &caller,
+                    Some(ttl),
+                    Rules {
+                        sans: SanMode::Exact,
+                        over_max,
+                    },
+                ),
+                SystemTime::now(),
+            )
             .expect("issue");
         assert_eq!(
             issued.leaf.not_after, int_not_after,
@@ -267,10 +278,15 @@ fn leaves_never_outlive_the_intermediate() {
     // Above the maximum with Reject is still refused: cutting is not a licence to ask.
     let refused = ca.ca().issue(
         &csr,
-        &caller,
-        Some(48 * HOUR),
-        OverMax::Reject,
-        SanMode::Exact,
+        &LeafRequest::new(
+            &caller,
+            Some(48 * HOUR),
+            Rules {
+                sans: SanMode::Exact,
+                over_max: OverMax::Reject,
+            },
+        ),
+        SystemTime::now(),
     );
     assert!(
         matches!(refused, Err(Error::TtlTooLong { .. })),
@@ -281,7 +297,11 @@ fn leaves_never_outlive_the_intermediate() {
     // the certificate is shorter than usual.
     let default = ca
         .ca()
-        .issue(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .issue(
+            &csr,
+            &LeafRequest::new(&caller, None, Rules::WRIT),
+            SystemTime::now(),
+        )
         .expect("issue");
     assert_eq!(default.leaf.not_after, int_not_after);
     assert_eq!(default.limited_by, Some(LifetimeLimit::IssuerExpiry));
@@ -327,30 +347,34 @@ fn a_denied_identity_is_refused_on_every_path_until_allowed() {
 
     let refused = ca
         .ca()
-        .issue(&csr_der, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .issue(
+            &csr_der,
+            &LeafRequest::new(&caller, None, Rules::WRIT),
+            SystemTime::now(),
+        )
         .unwrap_err();
     assert!(matches!(&refused, Error::IdentityDenied { id } if id == ID));
     assert!(refused.to_string().contains("writ identity allow"));
     let csr = writ_ca::Csr::parse(&csr_der).expect("parse");
     assert!(matches!(
         ca.ca()
-            .evaluate(&csr, &caller, None, OverMax::Clamp, SanMode::Exact),
+            .evaluate(&csr, &LeafRequest::new(&caller, None, Rules::WRIT)),
         Err(Error::IdentityDenied { .. })
     ));
     // A template decided elsewhere (a new authentication path) is refused too.
     let template = ca
         .ca()
         .policy()
-        .evaluate(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)
+        .evaluate(&csr, &LeafRequest::new(&caller, None, Rules::WRIT))
         .expect("the policy alone knows nothing of denies");
     assert!(matches!(
-        ca.ca().issue_template(&template),
+        ca.ca().issue_template(&template, SystemTime::now()),
         Err(Error::IdentityDenied { .. })
     ));
     let mut internal = template.clone();
     internal.auth = writ_ca::AuthMethod::Internal;
     ca.ca()
-        .issue_template(&internal)
+        .issue_template(&internal, SystemTime::now())
         .expect("the CA's own certificate is exempt");
 
     let other = writ_ca::SpiffeId::parse("spiffe://example.org/other").expect("id");

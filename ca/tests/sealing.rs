@@ -50,7 +50,7 @@ fn assert_all_sealed(store: &dyn Store) {
 
 fn open(store: &Arc<SledStore>, protection: KeyProtection) -> Result<Authority, Error> {
     let (sealer, _) = unlock(store.as_ref(), protection)?;
-    Authority::open_sealed(settings(), store.clone(), sealer).map(|(a, _)| a)
+    Authority::open_sealed(settings(), store.clone(), sealer, SystemTime::now()).map(|(a, _)| a)
 }
 
 #[test]
@@ -86,9 +86,14 @@ fn wrong_passphrase_and_missing_passphrase_change_nothing() {
     let err = open(&store, KeyProtection::Unencrypted).err().unwrap();
     assert!(matches!(err, Error::KeysSealed), "{err}");
     // Bypassing unlock: a plaintext sealer cannot read sealed keys either.
-    let err = Authority::open_sealed(settings(), store.clone(), Sealer::Plaintext)
-        .err()
-        .unwrap();
+    let err = Authority::open_sealed(
+        settings(),
+        store.clone(),
+        Sealer::Plaintext,
+        SystemTime::now(),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(err, Error::KeysSealed), "{err}");
 
     assert_eq!(

@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use prost::Message;
 use writ_bootstrap::{Bootstrap, BootstrapSettings};
-use writ_store::SledStore;
 use writ_ca::{
-    AuthMethod, Authority, CaSettings, Caller, KeyType, OverMax, PrivateKey, SanMode, SpiffeId,
+    AuthMethod, Authority, CaSettings, Caller, KeyType, LeafRequest, PrivateKey, Rules, SpiffeId,
     TrustDomain, build_csr,
 };
 use writ_proto::{admin, v1, workload};
+use writ_store::SledStore;
 
 /// The identity the `csr` target's fixed caller has proven.
 const ID: &str = "spiffe://example.org/ns/default/sa/web";
@@ -82,7 +82,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A real CA for chains and tokens.
     let tmp = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(&tmp.path().join("db"))?);
-    let (ca, _) = Authority::open(CaSettings::new(td.clone()), store.clone())?;
+    let (ca, _) = Authority::open(
+        CaSettings::new(td.clone()),
+        store.clone(),
+        SystemTime::now(),
+    )?;
     let caller = Caller {
         id: id.clone(),
         dns_allowed: vec!["web.example.org".into()],
@@ -94,10 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = target_dir(&corpus, "pem_bundle")?;
     let issued = ca.issue(
         &p256_csr,
-        &caller,
-        Some(Duration::from_secs(3600)),
-        OverMax::Clamp,
-        SanMode::Exact,
+        &LeafRequest::new(&caller, Some(Duration::from_secs(3600)), Rules::WRIT),
+        SystemTime::now(),
     )?;
     let bundle = issued.bundle.to_pem();
     let chain = writ_ca::x509::certs_to_pem(&issued.chain);
@@ -109,10 +111,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut settings = CaSettings::new(td.clone());
         settings.ca_key_type = KeyType::Rsa2048;
         let store = Arc::new(SledStore::open(&tmp.path().join("db"))?);
-        let (rsa_ca, _) = Authority::open(settings, store)?;
+        let (rsa_ca, _) = Authority::open(settings, store, SystemTime::now())?;
         let key = PrivateKey::generate(KeyType::Rsa2048)?;
         let csr = build_csr(&key, &id, &["web.example.org".into()])?;
-        let issued = rsa_ca.issue(&csr, &caller, None, OverMax::Clamp, SanMode::Exact)?;
+        let issued = rsa_ca.issue(
+            &csr,
+            &LeafRequest::new(&caller, None, Rules::WRIT),
+            SystemTime::now(),
+        )?;
         let chain = writ_ca::x509::certs_to_pem(&issued.chain);
         fs::write(
             dir.join("rsa-chain-and-root.pem"),
@@ -220,7 +226,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         refresh_hint_seconds: 300,
     };
     let mut changed = current.clone();
-    changed.roots.push(issued.chain[issued.chain.len() - 1].clone());
+    changed
+        .roots
+        .push(issued.chain[issued.chain.len() - 1].clone());
     changed.sequence = 2;
     let one = writ_proto::push::encode(&current);
     let mut two = one.clone();

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use writ_bootstrap::{Bootstrap, BootstrapSettings, peek_claims};
-use writ_store::SledStore;
 use writ_ca::{SpiffeId, TrustDomain};
+use writ_store::SledStore;
 
 /// A token service and one genuine, pending token it minted at `now`.
 struct Fixture {

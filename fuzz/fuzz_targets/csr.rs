@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use writ_ca::{
-    AuthMethod, Caller, Csr, OverMax, Policy, SanMode, SpiffeId, TrustDomain, TtlBounds,
+    AuthMethod, Caller, Csr, LeafRequest, OverMax, Policy, Rules, SanMode, SpiffeId, TrustDomain,
+    TtlBounds,
 };
 
 /// The identity the seed CSRs ask for (see `examples/gen_corpus.rs`).
@@ -34,7 +35,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(csr) = Csr::parse(data) else { return };
     let (policy, caller) = fixture();
     for mode in [SanMode::Exact, SanMode::Authenticated] {
-        let Ok(t) = policy.evaluate(&csr, caller, None, OverMax::Clamp, mode) else {
+        let Ok(t) = policy.evaluate(
+            &csr,
+            &LeafRequest::new(
+                caller,
+                None,
+                Rules {
+                    sans: mode,
+                    over_max: OverMax::Clamp,
+                },
+            ),
+        ) else {
             continue;
         };
         assert_eq!(t.id, caller.id, "{mode:?}: template names another identity");

@@ -12,8 +12,15 @@ use writ_proto::push::{self, MAX_MESSAGE};
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     while let Ok(Some((bundle, used))) = push::decode(rest) {
-        assert!(used >= 5 && used <= rest.len(), "frame of {used} bytes from {}", rest.len());
-        assert!(used - 5 <= MAX_MESSAGE, "a frame over the limit was accepted");
+        assert!(
+            used >= 5 && used <= rest.len(),
+            "frame of {used} bytes from {}",
+            rest.len()
+        );
+        assert!(
+            used - 5 <= MAX_MESSAGE,
+            "a frame over the limit was accepted"
+        );
         let again = push::encode(&bundle);
         let (back, len) = push::decode(&again)
             .expect("a framed bundle decodes")

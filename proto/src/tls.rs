@@ -14,8 +14,11 @@
 //! (agent, bench) use; other clients keep their own preference and the server never
 //! asks them to retry. secp256r1 is TLS 1.3's mandatory group; both are 128-bit secure.
 
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::CertificateDer;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The ring provider with TLS 1.3 suites in writ's order of preference.
 pub fn crypto_provider() -> CryptoProvider {
@@ -33,6 +36,50 @@ pub fn crypto_provider() -> CryptoProvider {
     let first = kx_group::SECP256R1;
     provider.kx_groups.sort_by_key(|g| g.name() != first.name());
     provider
+}
+
+/// The handshake-signature half of a certificate verifier, for writ's TLS 1.3-only ends:
+/// the server's and the client's verifiers differ in how they judge a chain, not in this.
+#[derive(Debug)]
+pub struct Tls13Signatures {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Tls13Signatures {
+    /// The signature algorithms of [`crypto_provider`].
+    pub fn new() -> Self {
+        Self {
+            algorithms: crypto_provider().signature_verification_algorithms,
+        }
+    }
+
+    /// A TLS 1.2 handshake signature: never valid, writ speaks TLS 1.3 only.
+    pub fn verify_tls12(&self) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    /// Checks a TLS 1.3 CertificateVerify signature over `message` by `cert`'s key.
+    pub fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    /// The signature schemes a peer may use.
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl Default for Tls13Signatures {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[cfg(test)]

@@ -13,14 +13,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use writ_bootstrap::Jti;
 use writ_ca::audit::AuditAction;
-use writ_ca::{AuthMethod, Caller, OverMax, SanMode, SpiffeId, Ttl};
+use writ_ca::{AuthMethod, Caller, Rules, SpiffeId, Ttl};
 use writ_proto::admin::{self, admin_server::Admin};
 use writ_proto::v1;
 
 use crate::Error;
 use crate::audit::{self, actor};
+use crate::caller::Credential;
 use crate::convert;
 use crate::error::{bootstrap_status, ca_status};
+use crate::issue::IssueRequest;
 use crate::state::Shared;
 
 /// The admin service.
@@ -47,14 +49,17 @@ impl Admin for AdminService {
             dns_allowed: r.dns_names,
             method: AuthMethod::Admin,
         };
-        let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
-        let authority = self.shared.authority.clone();
-        let issuance = tokio::task::spawn_blocking(move || {
-            authority.issue(&r.csr, &caller, ttl, OverMax::Clamp, SanMode::Exact)
-        })
-        .await
-        .map_err(|_| Status::internal("signing task failed"))?
-        .map_err(ca_status)?;
+        let request = IssueRequest {
+            csr: r.csr,
+            ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
+            rules: Rules::WRIT,
+            peer: None,
+        };
+        // The admin socket's peer check proved the caller may mint any identity.
+        let issuance = self
+            .shared
+            .issue(Credential::Proven(caller), request)
+            .await?;
         tracing::info!(spiffe_id = %id, serial = %issuance.leaf.serial, "minted by admin");
         Ok(Response::new(convert::sign_response(issuance)))
     }

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use writ_ca::x509::certs_to_pem;
-use writ_ca::{Issuance, OverMax, SanMode};
+use writ_ca::{Issuance, Rules};
 use writ_proto::istio::v1::auth::{
     IstioCertificateRequest, IstioCertificateResponse,
     istio_certificate_service_server::IstioCertificateService,
 };
 
-use crate::service::Credential;
+use crate::issue::IssueRequest;
 use crate::state::Shared;
 
 /// The metadata key Istio uses to ask for another workload's certificate (istiod acting
@@ -61,34 +61,14 @@ impl IstioCertificateService for IstioService {
                 "impersonation (metadata ImpersonatedIdentity) is not supported: each workload must authenticate as itself",
             ));
         }
-        let ttl = ttl(r.validity_duration);
-        let auth = match &credential {
-            Credential::Proven(caller) => caller.method.as_str(),
-            Credential::Token(_) => writ_ca::AuthMethod::Token.as_str(),
+        let request = IssueRequest {
+            ttl: ttl(r.validity_duration),
+            csr: r.csr.into_bytes(),
+            rules: Rules::ISTIO,
+            peer,
         };
-        let csr = r.csr.into_bytes();
-        let issuance = match credential {
-            Credential::Proven(caller) => self
-                .shared
-                .issue_durably(&csr, &caller, ttl, OverMax::Reject, SanMode::Authenticated)
-                .await
-                .inspect_err(|e| {
-                    tracing::warn!(spiffe_id = %caller.id, error = %e.message(), "Istio CSR refused");
-                })?,
-            Credential::Token(token) => {
-                self.shared
-                    .clone()
-                    .redeem_limited(
-                        token,
-                        csr,
-                        ttl,
-                        OverMax::Reject,
-                        SanMode::Authenticated,
-                        peer,
-                    )
-                    .await?
-            }
-        };
+        let auth = credential.method().as_str();
+        let issuance = self.shared.issue(credential, request).await?;
         // At debug for the reason `sign`'s line is: the audit log has every issuance.
         tracing::debug!(
             spiffe_id = %issuance.id,

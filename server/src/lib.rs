@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod caller;
 pub mod check;
 mod check_platform;
 mod commit;
@@ -14,6 +15,7 @@ mod error;
 mod health;
 mod identity;
 mod inflight;
+mod issue;
 mod istio;
 pub mod limits;
 mod metrics;
@@ -31,7 +33,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -142,7 +144,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
                 data_dir.display()
             );
         }
-        let (authority, created) = Authority::open_sealed(ca_settings, store, sealer.clone())?;
+        let (authority, created) =
+            Authority::open_sealed(ca_settings, store, sealer.clone(), SystemTime::now())?;
         // Same store as the CA: token state lives (and is backed up) with the CA state.
         let bootstrap =
             Bootstrap::open_sealed(authority.store().clone(), td, token_settings, &sealer)?;

@@ -177,7 +177,7 @@ impl ServerMetrics {
         );
         r.register(
             "writ_server_commit_batch_size",
-            "Renewals (and Istio CSRs) made durable by one commit-thread flush",
+            "Certificates (every issuance but the server's own) made durable by one commit-thread flush",
             m.commit_batch.clone(),
         );
         r.register_with_unit(

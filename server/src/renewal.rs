@@ -40,7 +40,7 @@ fn serving_material(
         limited_by: None,
         auth: AuthMethod::Internal,
     };
-    let issuance = authority.issue_template(&template)?;
+    let issuance = authority.issue_template(&template, SystemTime::now())?;
     let mut chain = issuance.chain;
     for root in issuance.bundle.roots {
         if !chain.contains(&root) {

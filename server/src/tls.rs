@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -80,7 +80,7 @@ fn certified_key(chain: Vec<Vec<u8>>, key_pkcs8: &[u8]) -> Result<Arc<CertifiedK
 /// the endpoints that take other credentials (bootstrap tokens, JWTs).
 #[derive(Debug)]
 struct PossessionOnly {
-    algorithms: WebPkiSupportedAlgorithms,
+    signatures: writ_proto::tls::Tls13Signatures,
 }
 
 impl ClientCertVerifier for PossessionOnly {
@@ -111,10 +111,7 @@ impl ClientCertVerifier for PossessionOnly {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The server speaks TLS 1.3 only.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        self.signatures.verify_tls12()
     }
 
     fn verify_tls13_signature(
@@ -123,11 +120,11 @@ impl ClientCertVerifier for PossessionOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -136,7 +133,7 @@ impl ClientCertVerifier for PossessionOnly {
 pub fn server_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
     let provider = provider();
     let verifier = Arc::new(PossessionOnly {
-        algorithms: provider.signature_verification_algorithms,
+        signatures: writ_proto::tls::Tls13Signatures::new(),
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

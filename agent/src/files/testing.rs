@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use writ_ca::{
     AuthMethod, Authority, CaSettings, CaSigningKey, KeyType, LeafTemplate, TrustDomain,
@@ -20,7 +20,8 @@ impl TestCa {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("db")).unwrap();
         let td = TrustDomain::parse("example.org").unwrap();
-        let (authority, _) = Authority::open(CaSettings::new(td), Arc::new(store)).unwrap();
+        let (authority, _) =
+            Authority::open(CaSettings::new(td), Arc::new(store), SystemTime::now()).unwrap();
         Self {
             authority,
             _dir: dir,
@@ -29,6 +30,11 @@ impl TestCa {
 
     /// Issues `spiffe://example.org/<path>` for a fresh P-256 key.
     pub(crate) fn issue(&self, path: &str) -> Identity {
+        self.issue_at(path, Duration::from_secs(3600), SystemTime::now())
+    }
+
+    /// Issues `spiffe://example.org/<path>` valid for `lifetime` from `now`.
+    pub(crate) fn issue_at(&self, path: &str, lifetime: Duration, now: SystemTime) -> Identity {
         let key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let template = LeafTemplate {
             id: self
@@ -41,11 +47,11 @@ impl TestCa {
             ip_addrs: vec![],
             key_type: KeyType::EcP256,
             public_key: key.public_key_raw().to_vec(),
-            lifetime: Duration::from_secs(3600),
+            lifetime,
             limited_by: None,
             auth: AuthMethod::Admin,
         };
-        let issued = self.authority.issue_template(&template).unwrap();
+        let issued = self.authority.issue_template(&template, now).unwrap();
         Identity::new(issued.chain, key, issued.bundle.roots).unwrap()
     }
 }

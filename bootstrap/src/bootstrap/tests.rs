@@ -262,8 +262,13 @@ fn expired_tokens_are_refused_after_the_leeway() {
     env.b.verify(m.token.expose(), at(900 + 30)).unwrap();
     let err = env.reject(m.token.expose(), at(900 + 31));
     assert!(matches!(err, Error::Expired { .. }), "{err}");
-    assert!(err.to_string().contains(&m.jti.to_string()), "{err}");
+    // What `writ bootstrap` shows the operator: which token, that it expired, what to do.
+    let shown = err.to_string();
+    assert!(shown.contains(&m.jti.to_string()), "{shown}");
+    assert!(shown.contains("expired at"), "{shown}");
+    assert!(shown.contains("ask an admin to mint a new one"), "{shown}");
     assert_eq!(env.state(&m.jti, at(1000)), TokenState::Expired);
+    assert_eq!(TokenState::Expired.to_string(), "expired");
     assert_eq!(env.state(&m.jti, at(10)), TokenState::Pending);
 
     // Verified in time, but the CSR took too long: consume re-checks and changes nothing.

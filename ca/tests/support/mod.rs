@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use writ_ca::{
-    AuthMethod, Authority, CaSettings, Caller, GenerationSummary, Issuance, KeyType, OverMax,
-    PrivateKey, SanMode, SpiffeId, TrustDomain, build_csr,
+    AuthMethod, Authority, CaSettings, Caller, GenerationSummary, Issuance, KeyType, LeafRequest,
+    PrivateKey, Rules, SpiffeId, TrustDomain, build_csr,
 };
 use writ_store::{SledStore, StoreOptions};
 
@@ -104,7 +104,8 @@ impl TestCa {
         self.authority = None;
         self.settings = settings;
         let store = self.store();
-        let (authority, created) = Authority::open(self.settings.clone(), Arc::new(store))?;
+        let (authority, created) =
+            Authority::open(self.settings.clone(), Arc::new(store), SystemTime::now())?;
         self.authority = Some(authority);
         Ok(created)
     }
@@ -112,7 +113,8 @@ impl TestCa {
     fn open(&mut self) -> bool {
         let store = self.store();
         let (authority, created) =
-            Authority::open(self.settings.clone(), Arc::new(store)).expect("open authority");
+            Authority::open(self.settings.clone(), Arc::new(store), SystemTime::now())
+                .expect("open authority");
         self.authority = Some(authority);
         created
     }
@@ -177,7 +179,11 @@ pub fn issue(ca: &Authority, key: &PrivateKey, ttl: Duration) -> Issued {
     let csr = build_csr(key, &id(), &[]).expect("build CSR");
     let before = SystemTime::now();
     let issuance = ca
-        .issue(&csr, &caller(), Some(ttl), OverMax::Clamp, SanMode::Exact)
+        .issue(
+            &csr,
+            &LeafRequest::new(&caller(), Some(ttl), Rules::WRIT),
+            SystemTime::now(),
+        )
         .expect("issue");
     let after = SystemTime::now();
     Issued {
