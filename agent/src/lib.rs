@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod clock;
 pub mod config;
 mod error;
 pub mod files;

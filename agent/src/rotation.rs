@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use writ_ca::KeyType;
 
 use crate::client::ServerTrust;
+use crate::clock::{self, Clock, SystemClock};
 use crate::files::{self, Identity};
 use crate::lifetime::Granted;
 use crate::metrics::AgentMetrics;
@@ -63,7 +64,27 @@ struct Agent {
     /// Serialises read-modify-write of the identity between rotation and bundle updates.
     update: tokio::sync::Mutex<()>,
     metrics: Arc<AgentMetrics>,
+    /// Where the rotation loop reads the time (it sleeps on tokio's timer).
+    clock: Arc<dyn Clock>,
+    /// Where renewals come from.
+    renewal: Renewal,
 }
+
+/// Where the rotation loop gets a renewed identity.
+enum Renewal {
+    /// From the CA at `AgentOptions::server`, over mTLS or with the platform JWT.
+    Ca,
+    /// From a function of the current identity: the loop's timing under test.
+    #[cfg(test)]
+    Fake(FakeRenewal),
+}
+
+#[cfg(test)]
+type FakeRenewal = Arc<
+    dyn Fn(Arc<Identity>) -> std::pin::Pin<Box<dyn Future<Output = Result<Renewed, Error>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Runs the agent until `shutdown` or an error retrying cannot fix.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), Error> {
@@ -101,6 +122,8 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
         current,
         update: tokio::sync::Mutex::new(()),
         metrics,
+        clock: Arc::new(SystemClock),
+        renewal: Renewal::Ca,
     });
     agent.write_status(|_| {});
 
@@ -190,6 +213,31 @@ impl Agent {
         }
     }
 
+    /// One renewal attempt of the current identity.
+    async fn renew_once(&self, opts: RenewOptions) -> Result<Renewed, Error> {
+        let current = self.identity();
+        match (&self.renewal, &self.opts.jwt) {
+            // Every renewal proves the platform identity afresh, as Istio's agent does: a
+            // deleted service account stops getting certificates. Istio's answer does not
+            // say what lifetime it granted.
+            (Renewal::Ca, Some(jwt)) => platform::obtain(
+                &self.opts.server,
+                jwt,
+                Some(&current),
+                opts.key_type,
+                opts.ttl,
+            )
+            .await
+            .map(|identity| Renewed {
+                identity,
+                lifetime: None,
+            }),
+            (Renewal::Ca, None) => renew(&self.opts.server, &current, opts).await,
+            #[cfg(test)]
+            (Renewal::Fake(f), _) => f(current).await,
+        }
+    }
+
     /// Writes `new` as the current identity, publishes it and runs the hook.
     async fn publish(&self, new: Identity) -> Result<(), Error> {
         let dir = self.opts.out_dir.clone();
@@ -232,9 +280,7 @@ async fn rotate(
             .renewal_time(base, leaf.not_after, rand::random::<f64>());
         agent.metrics.next_renewal(at);
         agent.write_status(|s| s.next_renewal = Some(rfc3339(at)));
-        let wait = at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
+        let wait = clock::until(agent.clock.as_ref(), at);
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
@@ -250,27 +296,7 @@ async fn rotate(
                     .max_backoff(leaf.not_before, leaf.not_after),
             )
             .without_max_times();
-        let attempt = || async {
-            let current = agent.identity();
-            match &agent.opts.jwt {
-                // Every renewal proves the platform identity afresh, as Istio's agent
-                // does: a deleted service account stops getting certificates.
-                // Istio's answer does not say what lifetime it granted.
-                Some(jwt) => platform::obtain(
-                    &agent.opts.server,
-                    jwt,
-                    Some(&current),
-                    renew_opts.key_type,
-                    renew_opts.ttl,
-                )
-                .await
-                .map(|identity| Renewed {
-                    identity,
-                    lifetime: None,
-                }),
-                None => renew(&agent.opts.server, &current, renew_opts).await,
-            }
-        };
+        let attempt = || agent.renew_once(renew_opts);
         let renewed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = attempt
@@ -284,7 +310,7 @@ async fn rotate(
         };
         match renewed {
             Ok(new) => {
-                obtained = Some(SystemTime::now());
+                obtained = Some(agent.clock.now());
                 warn_lifetime(&mut warned, new.lifetime);
                 let _guard = agent.update.lock().await;
                 let serial = new.identity.leaf_info()?.serial;
@@ -311,15 +337,12 @@ async fn rotate(
                     .schedule
                     .max_backoff(leaf.not_before, leaf.not_after)
                     * 5;
-                let until_expiry = leaf
-                    .not_after
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
+                let until_expiry = clock::until(agent.clock.as_ref(), leaf.not_after);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(pause.min(until_expiry)) => {}
                 }
-                if leaf.not_after <= SystemTime::now() {
+                if leaf.not_after <= agent.clock.now() {
                     return Err(Error::Expired {
                         id: leaf.spiffe_id()?.to_string(),
                         at: rfc3339(leaf.not_after),
@@ -425,4 +448,168 @@ async fn apply_bundle(agent: &Agent, bundle: writ_proto::v1::TrustBundle) -> Res
     agent.metrics.bundle_updated();
     agent.write_status(|s| s.bundle_updates += 1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use tonic::Code;
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::files::testing::TestCa;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// What the fake CA saw: the moment of every renewal attempt.
+    type Attempts = Arc<StdMutex<Vec<SystemTime>>>;
+
+    /// An agent on a paused clock whose renewals come from `answer`, called with the
+    /// attempt's number (0 first) and time, and the CA.
+    fn agent_on(
+        out: &std::path::Path,
+        ca: Arc<TestCa>,
+        answer: impl Fn(usize, SystemTime, &TestCa) -> Result<Renewed, Error> + Send + Sync + 'static,
+    ) -> (Arc<Agent>, Attempts, watch::Receiver<Option<Arc<Identity>>>) {
+        let clock = Arc::new(TokioClock::starting_at(SystemTime::now()));
+        let first = ca.issue_at("web", HOUR, clock.now());
+        files::write_identity(out, &first).unwrap();
+        let (current, rx) = watch::channel(Some(Arc::new(first)));
+        let attempts: Attempts = Arc::default();
+        let seen = attempts.clone();
+        let now = clock.clone();
+        let answer = Arc::new(answer);
+        let renewal: FakeRenewal = Arc::new(move |_current| {
+            let at = now.now();
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(at);
+                seen.len() - 1
+            };
+            let result = answer(n, at, &ca);
+            Box::pin(async move { result })
+        });
+        let agent = Arc::new(Agent {
+            opts: AgentOptions {
+                server: "127.0.0.1:1".into(),
+                out_dir: out.to_path_buf(),
+                bootstrap_token_file: None,
+                workload_api_socket: None,
+                on_rotate: None,
+                on_rotate_timeout: Duration::from_secs(1),
+                schedule: Schedule::default(),
+                key_type: KeyType::EcP256,
+                ttl: None,
+                jwt: None,
+                metrics_listen: None,
+            },
+            current,
+            status: Mutex::new(AgentStatus::default()),
+            update: tokio::sync::Mutex::new(()),
+            metrics: Arc::new(AgentMetrics::default()),
+            clock,
+            renewal: Renewal::Fake(renewal),
+        });
+        (agent, attempts, rx)
+    }
+
+    fn renewed(ca: &TestCa, now: SystemTime) -> Result<Renewed, Error> {
+        Ok(Renewed {
+            identity: ca.issue_at("web", HOUR, now),
+            lifetime: None,
+        })
+    }
+
+    /// Hours of rotation in paused time: each renewal comes at 50% ± 10% of the life the
+    /// certificate had when the agent obtained it, and what was renewed is what is on disk.
+    #[tokio::test(start_paused = true)]
+    async fn renews_at_the_scheduled_fraction_of_each_lifetime() {
+        let out = tempfile::tempdir().unwrap();
+        let ca = Arc::new(TestCa::new());
+        let (agent, attempts, mut rx) = agent_on(out.path(), ca, |_, at, ca| renewed(ca, at));
+        let issued_at = agent.clock.now();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(rotate(agent.clone(), stop.clone(), None));
+        for _ in 0..8 {
+            rx.changed().await.unwrap();
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        let attempts = attempts.lock().unwrap().clone();
+        assert!(attempts.len() >= 8, "{attempts:?}");
+        // The first certificate counts from its notBefore, backdated 10 s by the CA.
+        let mut since = issued_at - Duration::from_secs(10);
+        for at in &attempts {
+            let gap = at.duration_since(since).unwrap();
+            assert!(
+                gap >= HOUR.mul_f64(0.4) && gap <= HOUR.mul_f64(0.6) + Duration::from_secs(10),
+                "renewed {gap:?} into a {HOUR:?} certificate"
+            );
+            since = *at;
+        }
+        let on_disk = files::read_identity(out.path()).unwrap().unwrap();
+        assert_eq!(
+            on_disk.leaf_info().unwrap().serial,
+            agent.identity().leaf_info().unwrap().serial
+        );
+    }
+
+    /// An unreachable CA is retried soon and with growing pauses, and the certificate the
+    /// CA finally issues is published.
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_ca_is_retried_with_growing_pauses() {
+        let out = tempfile::tempdir().unwrap();
+        let ca = Arc::new(TestCa::new());
+        let (agent, attempts, mut rx) = agent_on(out.path(), ca, |n, at, ca| {
+            if n < 4 {
+                Err(Error::Connect("the writ server is unavailable".into()))
+            } else {
+                renewed(ca, at)
+            }
+        });
+        let first = agent.identity().leaf_info().unwrap().serial;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(rotate(agent.clone(), stop.clone(), None));
+        rx.changed().await.unwrap();
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        let attempts = attempts.lock().unwrap().clone();
+        assert_eq!(attempts.len(), 5, "{attempts:?}");
+        let gaps: Vec<Duration> = attempts
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap())
+            .collect();
+        // backon: from 200 ms, doubling, with up to as much again in jitter.
+        for (i, gap) in gaps.iter().enumerate() {
+            let base = Duration::from_millis(200) * 2u32.pow(i as u32);
+            assert!(*gap >= base && *gap <= base * 2, "retry {i} after {gap:?}");
+        }
+        assert_ne!(agent.identity().leaf_info().unwrap().serial, first);
+    }
+
+    /// A refusal is not retried in a loop: the agent waits (here until the certificate
+    /// expires) and then stops with an error saying the identity expired.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_renewal_waits_and_ends_when_the_certificate_expires() {
+        let out = tempfile::tempdir().unwrap();
+        let ca = Arc::new(TestCa::new());
+        let (agent, attempts, _rx) = agent_on(out.path(), ca, |_, _, _| {
+            Err(Error::Rejected {
+                code: Code::PermissionDenied,
+                message: "spiffe://example.org/web is denied".into(),
+            })
+        });
+        let not_after = agent.identity().leaf_info().unwrap().not_after;
+        let result = rotate(agent.clone(), CancellationToken::new(), None).await;
+        assert!(matches!(result, Err(Error::Expired { .. })), "{result:?}");
+        assert!(agent.clock.now() >= not_after);
+        // An attempt at the renewal time (30 min ± 6), then pauses of five times the
+        // longest backoff (5 × 5 min), cut at the expiry: one or two attempts in the hour.
+        let attempts = attempts.lock().unwrap().clone();
+        assert!((1..=2).contains(&attempts.len()), "{attempts:?}");
+        if let [a, b] = attempts[..] {
+            assert_eq!(b.duration_since(a).unwrap(), Duration::from_secs(25 * 60));
+        }
+    }
 }
