@@ -20,6 +20,15 @@ pub enum Format {
     Json,
 }
 
+/// `-o/--output`, flattened into every command that prints data; the default comes from
+/// the user's `cli.toml` (`output`), and the flag wins.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
+    pub format: Format,
+}
+
 /// Like `print!`, but returns a [`StdoutError`] instead of panicking.
 macro_rules! out {
     ($($arg:tt)*) => {

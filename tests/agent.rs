@@ -5,77 +5,17 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::agent::Agent;
 use common::{Server, wait_until, writ, writ_bin};
 use writ_agent::files::read_identity;
 use writ_agent::status::AgentStatus;
 
 const ID: &str = "spiffe://cluster.local/ns/prod/sa/api";
-
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(server: &Server, out_dir: &Path, extra: &[&str]) -> Agent {
-        let child = Self::command(server, out_dir, extra)
-            .env("WRIT_LOG", "error")
-            .spawn()
-            .unwrap();
-        Agent { child }
-    }
-
-    /// Like [`Agent::start`], logging warnings and errors to `log`.
-    fn start_logged(server: &Server, out_dir: &Path, extra: &[&str], log: &Path) -> Agent {
-        let child = Self::command(server, out_dir, extra)
-            .env("WRIT_LOG", "warn")
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child }
-    }
-
-    fn command(server: &Server, out_dir: &Path, extra: &[&str]) -> Command {
-        let mut c = Command::new(writ_bin());
-        c.args(["agent", "--server", &server.addr, "--out-dir"])
-            .arg(out_dir)
-            .args(extra)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// CPU seconds (user + system) the agent has used.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn mint(server: &Server, dir: &Path, ttl: &str) {
     common::assert_success(&server.mint_ttl(ID, dir, ttl, &[]), &["x509", "mint"]);

@@ -7,37 +7,13 @@ mod common;
 mod jwt;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, wait_until, writ, writ_bin};
+use common::agent::Agent;
+use common::{wait_until, writ};
 use jwt::{HOUR, K8S_ISSUER, TestIssuer, start_server};
 use writ_agent::files::read_identity;
 use writ_agent::status::AgentStatus;
-
-struct Agent(Child);
-
-impl Agent {
-    fn start(server: &Server, out: &Path, extra: &[&str]) -> Agent {
-        Agent(
-            Command::new(writ_bin())
-                .args(["agent", "--server", &server.addr, "--out-dir"])
-                .arg(out)
-                .args(extra)
-                .env("WRIT_LOG", "error")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn id_in(out: &Path) -> Option<String> {
     let id = read_identity(out).ok()??;

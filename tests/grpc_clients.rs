@@ -11,10 +11,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Server, wait_until, writ_bin};
+use common::agent::Agent;
+use common::{Server, wait_until};
 
 const ID: &str = "spiffe://cluster.local/ns/py/sa/client";
 const PYTHON_ENV: &str = "WRIT_PYTHON";
@@ -63,15 +64,6 @@ fn run_python(script: &str, args: &[&str]) -> Output {
     out
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn py_spiffe_fetches_streams_and_is_refused_without_the_security_header() {
     let tmp = tempfile::tempdir().unwrap();
@@ -82,17 +74,8 @@ fn py_spiffe_fetches_streams_and_is_refused_without_the_security_header() {
     let out = tmp.path().join("id");
     common::assert_success(&server.mint_ttl(ID, &out, "4s", &[]), &["x509", "mint"]);
     let socket = tmp.path().join("workload.sock");
-    let _agent = Agent(
-        Command::new(writ_bin())
-            .args(["agent", "--server", &server.addr, "--out-dir"])
-            .arg(&out)
-            .arg("--workload-api-socket")
-            .arg(&socket)
-            .env("WRIT_LOG", "error")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let socket_arg = socket.display().to_string();
+    let _agent = Agent::start(&server, &out, &["--workload-api-socket", &socket_arg]);
     assert!(wait_until(Duration::from_secs(10), || socket.exists()));
 
     // Three distinct SVIDs on one FetchX509SVID stream: two rotations pushed (4 s

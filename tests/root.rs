@@ -5,41 +5,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::{Server, openssl_verify, read_certs, wait_until, writ_bin};
+use common::agent::Agent;
+use common::{Server, openssl_verify, read_certs, wait_until};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use writ_agent::files::read_identity;
 use writ_ca::{Usage, verify_chain};
-
-struct Agent(Child);
-
-impl Agent {
-    fn start(server: &Server, out: &Path) -> Agent {
-        Agent(
-            Command::new(writ_bin())
-                .args(["agent", "--server", &server.addr, "--out-dir"])
-                .arg(out)
-                .env("WRIT_LOG", "error")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn mint(server: &Server, id: &str, dir: &Path, ttl: &str) {
     common::assert_success(&server.mint_ttl(id, dir, ttl, &[]), &["x509", "mint"]);
@@ -174,7 +152,10 @@ async fn rotation_under_mtls_traffic_fails_no_handshake() {
         "4s",
     );
     let old_root = server.root_fingerprint.clone();
-    let _agents = (Agent::start(&server, &a), Agent::start(&server, &b));
+    let _agents = (
+        Agent::start(&server, &a, &[]),
+        Agent::start(&server, &b, &[]),
+    );
 
     // Workload A serves mTLS, reloading its files for each connection.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -413,16 +394,8 @@ async fn a_prepared_root_reaches_the_agent_files_and_workload_api_without_renewa
         .unwrap()
         .serial;
     let socket = tmp.path().join("workload.sock");
-    let _agent = Agent(
-        Command::new(writ_bin())
-            .args(["agent", "--server", &server.addr, "--out-dir"])
-            .arg(&out)
-            .arg("--workload-api-socket")
-            .arg(&socket)
-            .env("WRIT_LOG", "error")
-            .spawn()
-            .unwrap(),
-    );
+    let socket_arg = socket.display().to_string();
+    let _agent = Agent::start(&server, &out, &["--workload-api-socket", &socket_arg]);
     assert!(wait_until(Duration::from_secs(10), || socket.exists()));
     let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", socket.display()))
         .await

@@ -5,49 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::ServerConfig;
 
-/// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Risky; works.
-    Warning,
-    /// Insecure or broken.
-    Error,
-}
+mod finding;
+mod platform;
 
-/// One thing wrong with a config.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Severity.
-    pub severity: Severity,
-    /// The setting or path concerned.
-    pub subject: String,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it, in one line.
-    pub fix: String,
-}
-
-impl Finding {
-    /// A finding.
-    pub fn new(
-        severity: Severity,
-        subject: &str,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            severity,
-            subject: subject.to_owned(),
-            message: message.into(),
-            fix: fix.into(),
-        }
-    }
-}
+pub use finding::{Finding, Severity, exit_code};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -239,7 +202,7 @@ pub fn check_server_config(text: &str) -> Vec<Finding> {
             "add the name clients use with server_dns = [\"ca.example.org\"]",
         ));
     }
-    crate::check_platform::platform_findings(&config, &mut out);
+    platform::platform_findings(&config, &mut out);
     out
 }
 
@@ -271,15 +234,6 @@ fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
         out.push(p);
     }
     Ok(out)
-}
-
-/// The exit code `writ config check` uses: 0 clean, 1 warnings only, 2 any error.
-pub fn exit_code(findings: &[Finding]) -> u8 {
-    match findings.iter().map(|f| f.severity).max() {
-        None => 0,
-        Some(Severity::Warning) => 1,
-        Some(Severity::Error) => 2,
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ mod admin;
 mod audit;
 mod caller;
 pub mod check;
-mod check_platform;
 mod commit;
 mod config;
 mod convert;

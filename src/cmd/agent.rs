@@ -15,7 +15,7 @@ use writ_agent::schedule::Schedule;
 use writ_agent::status::AgentStatus;
 use writ_ca::{KeyType, TrustDomain, Ttl};
 
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// `writ agent`: run the agent, or one of its helpers.
 #[derive(Args)]
@@ -111,9 +111,8 @@ struct StatusArgs {
     /// The agent's out dir.
     #[arg(long)]
     out_dir: PathBuf,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs `writ agent ...`.
@@ -253,7 +252,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
         .map(|r| writ_ca::x509::sha256_hex(r))
         .collect();
     let now = SystemTime::now();
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "spiffe_id": leaf.spiffe_id()?.to_string(),
             "serial": leaf.serial,

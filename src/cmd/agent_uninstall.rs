@@ -9,7 +9,7 @@ use serde_json::json;
 use writ_agent::config::AgentFileConfig;
 use writ_agent::uninstall;
 
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// `writ agent uninstall` flags.
 #[derive(ClapArgs)]
@@ -29,9 +29,8 @@ pub struct Args {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     yes: bool,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs `writ agent uninstall`.
@@ -80,7 +79,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     let removed = uninstall::execute(&plan)?;
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "removed": removed,
             "kept": plan.keep,

@@ -19,7 +19,7 @@ use writ_proto::admin::AuditListRequest;
 use writ_store::SledStore;
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, StdoutError, outln};
+use crate::output::{self, Format, OutputArg, StdoutError, outln};
 
 /// Records per admin request when reading the whole log.
 const PAGE: u32 = 5000;
@@ -43,9 +43,8 @@ pub enum Command {
 pub struct SegmentsArgs {
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ audit list` flags.
@@ -59,9 +58,8 @@ pub struct ListArgs {
     limit: u32,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ audit export` flags.
@@ -83,9 +81,8 @@ struct VerifyFlags {
     file: Option<PathBuf>,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ audit verify` flags, once `--file` is checked against the flags beside it.
@@ -172,7 +169,7 @@ fn segments(a: SegmentsArgs) -> anyhow::Result<()> {
     let list = writ_store::sealed_segments(&db)?;
     // Archivable: every certificate it records has expired (or it records none).
     let archivable = |s: &writ_store::SegmentInfo| s.valid_until.is_none_or(|t| t <= now);
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "segments": list.iter().map(|s| json!({
                 "file": s.file,
@@ -233,7 +230,7 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
         .iter()
         .map(|l| serde_json::from_str(l).with_context(|| format!("server sent {l:?}")))
         .collect::<anyhow::Result<_>>()?;
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({ "records": records }))?,
         Format::Text => {
             if records.is_empty() {
@@ -323,7 +320,7 @@ async fn verify_cmd(VerifyArgs(a): VerifyArgs) -> anyhow::Result<()> {
     } else {
         from_data_dir(&a.target).await?
     };
-    report(&source, result, a.output)
+    report(&source, result, a.output.format)
 }
 
 /// Opens the database directly; if the running server holds it, reads through the admin

@@ -9,7 +9,7 @@ use writ_ca::{KeyType, PrivateKey, SpiffeId, Ttl, build_csr};
 use writ_proto::admin::{CreateTokenRequest, MintRequest, RootPrepareRequest, StatusRequest};
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 type Admin = writ_proto::admin::admin_client::AdminClient<tonic::transport::Channel>;
 
@@ -52,9 +52,8 @@ pub struct Args {
     server_pid: Option<u32>,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -114,10 +113,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         tokens,
         server_pid,
         ca_key_type,
-        progress: a.output == Format::Text,
+        progress: a.output.format == Format::Text,
     })
     .await?;
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&report)?,
         Format::Text => print_text(&report)?,
     }
@@ -159,7 +158,7 @@ async fn watch(
             identity,
             server_pid,
             timeout: std::time::Duration::from_secs(30),
-            progress: a.output == Format::Text,
+            progress: a.output.format == Format::Text,
         },
         || async move {
             admin
@@ -172,7 +171,7 @@ async fn watch(
         },
     )
     .await?;
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&report)?,
         Format::Text => {
             let mib = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} MiB"));

@@ -7,7 +7,7 @@ use serde_json::json;
 use writ_agent::bootstrap::bootstrap;
 use writ_ca::{KeyType, Ttl};
 
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// `writ bootstrap` flags.
 #[derive(ClapArgs)]
@@ -29,9 +29,8 @@ pub struct Args {
     /// (a note on stderr says so) [default: the server's default TTL].
     #[arg(long)]
     ttl: Option<Ttl>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Redeems the token unless the out dir already holds a valid certificate.
@@ -48,7 +47,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let leaf = done.identity.leaf_info()?;
     let id = leaf.spiffe_id()?;
     let not_after = humantime::format_rfc3339_seconds(leaf.not_after).to_string();
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "spiffe_id": id.to_string(),
             "serial": leaf.serial,

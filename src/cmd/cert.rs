@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use writ_ca::CertInfo;
 
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// Certificate commands.
 #[derive(Subcommand)]
@@ -22,9 +22,8 @@ pub enum Command {
 pub struct InspectArgs {
     /// A PEM file with one or more certificates.
     file: PathBuf,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs a cert command.
@@ -38,7 +37,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         .iter()
         .map(|d| CertInfo::parse(d))
         .collect::<Result<Vec<_>, _>>()?;
-    match a.output {
+    match a.output.format {
         Format::Json => {
             let list: Vec<_> = infos.iter().map(|i| to_json(i, now)).collect();
             output::json(&list)?;

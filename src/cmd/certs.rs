@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use writ_proto::admin::ListCertificatesRequest;
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// Issuance log commands.
 #[derive(Subcommand)]
@@ -21,9 +21,8 @@ pub struct ListArgs {
     limit: u32,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs a certs command.
@@ -35,7 +34,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
         .await
         .map_err(status)?
         .into_inner();
-    match a.output {
+    match a.output.format {
         Format::Json => {
             let entries: Vec<_> = r
                 .certificates

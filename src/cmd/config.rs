@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use writ_server::check::{Finding, Severity, check_server_config, exit_code};
 
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// Configuration commands.
 #[derive(Subcommand)]
@@ -55,9 +55,8 @@ pub struct CheckArgs {
     /// Server or agent config.
     #[arg(long, value_enum, default_value_t)]
     kind: Kind,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs a config command; returns the process exit code.
@@ -89,7 +88,7 @@ pub fn run(c: Command) -> anyhow::Result<u8> {
         check_server_config(&text)
     };
     // The verdict is the exit status, whether or not the whole report was read.
-    output::unless_broken_pipe(print_findings(&a.file, &findings, a.output))?;
+    output::unless_broken_pipe(print_findings(&a.file, &findings, a.output.format))?;
     Ok(exit_code(&findings))
 }
 

@@ -14,7 +14,7 @@ use writ_agent::client::{ServerTrust, channel, client_config};
 use writ_ca::{TrustDomain, Ttl};
 
 use crate::admin_client::AdminTarget;
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// `writ healthcheck` flags.
 #[derive(ClapArgs)]
@@ -41,9 +41,8 @@ pub struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "5s")]
     timeout: Ttl,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs `writ healthcheck`: Ok only when the service reports SERVING.
@@ -75,7 +74,7 @@ fn print(a: &Args, outcome: &anyhow::Result<ServingStatus>) -> anyhow::Result<()
         Ok(s) => (s.as_str_name().to_owned(), None),
         Err(e) => ("UNREACHABLE".to_owned(), Some(format!("{e:#}"))),
     };
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "server": a.server,
             "service": a.service,

@@ -7,7 +7,7 @@ use writ_ca::SpiffeId;
 use writ_proto::admin::{IdentityAllowRequest, IdentityDenyRequest, IdentityListRequest};
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// Identity deny-list commands.
 #[derive(Subcommand)]
@@ -32,9 +32,8 @@ pub struct DenyArgs {
     reason: String,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ identity allow` flags.
@@ -44,9 +43,8 @@ pub struct AllowArgs {
     spiffe_id: SpiffeId,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ identity list` flags.
@@ -54,9 +52,8 @@ pub struct AllowArgs {
 pub struct ListArgs {
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs an identity command.
@@ -72,7 +69,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            match a.output {
+            match a.output.format {
                 Format::Json => output::json(&entry(&d))?,
                 Format::Text => outln!(
                     "denied {} (existing certificates stay valid until they expire; lift with `writ identity allow {}`)",
@@ -90,7 +87,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            match a.output {
+            match a.output.format {
                 Format::Json => output::json(&json!({
                     "spiffe_id": a.spiffe_id.to_string(),
                     "was_denied": r.was_denied,
@@ -106,7 +103,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            match a.output {
+            match a.output.format {
                 Format::Json => output::json(&json!({
                     "denied": r.denied.iter().map(entry).collect::<Vec<_>>(),
                 }))?,

@@ -7,7 +7,7 @@ use serde_json::json;
 use writ_agent::renew::{RenewOptions, renew_dir};
 use writ_ca::{KeyType, Ttl};
 
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// `writ renew` flags.
 #[derive(ClapArgs)]
@@ -24,9 +24,8 @@ pub struct Args {
     /// Requested lifetime [default: the server's default TTL].
     #[arg(long)]
     ttl: Option<Ttl>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Renews once.
@@ -38,7 +37,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let renewed = renew_dir(&a.server, &a.dir, opts).await?;
     let leaf = renewed.identity.leaf_info()?;
     output::lifetime_note(renewed.lifetime);
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "spiffe_id": leaf.spiffe_id()?.to_string(),
             "serial": leaf.serial,

@@ -12,7 +12,7 @@ use writ_proto::admin::{
 };
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// Root commands.
 #[derive(Subcommand)]
@@ -37,9 +37,8 @@ pub enum Command {
 pub struct Common {
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `prepare` / `rotate` flags.
@@ -141,7 +140,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
         }
     };
     let resp = resp.map_err(status)?.into_inner();
-    print(&resp, common.output)
+    print(&resp, common.output.format)
 }
 
 fn kt(k: Option<KeyType>) -> String {

@@ -6,7 +6,7 @@ use writ_ca::{SpiffeId, Ttl};
 use writ_proto::admin::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest};
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// Bootstrap token commands.
 #[derive(Subcommand)]
@@ -34,9 +34,8 @@ pub struct CreateArgs {
     dns: Vec<String>,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ token list` flags.
@@ -44,9 +43,8 @@ pub struct CreateArgs {
 pub struct ListArgs {
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// `writ token revoke` flags.
@@ -56,9 +54,8 @@ pub struct RevokeArgs {
     jti: String,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs a token command.
@@ -81,7 +78,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         .await
         .map_err(status)?
         .into_inner();
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "token": r.token,
             "jti": r.jti,
@@ -110,7 +107,7 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
         .await
         .map_err(status)?
         .into_inner();
-    match a.output {
+    match a.output.format {
         Format::Json => {
             let tokens: Vec<_> = r
                 .tokens
@@ -157,7 +154,7 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         .revoke_token(RevokeTokenRequest { jti: a.jti.clone() })
         .await
         .map_err(status)?;
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({ "jti": a.jti, "state": "revoked" }))?,
         Format::Text => outln!("revoked token {}", a.jti)?,
     }

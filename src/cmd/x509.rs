@@ -10,7 +10,7 @@ use writ_ca::{KeyType, PrivateKey, SpiffeId, Ttl, build_csr};
 use writ_proto::admin::MintRequest;
 
 use crate::admin_client::{AdminTarget, status};
-use crate::output::{self, Format, outln};
+use crate::output::{self, Format, OutputArg, outln};
 
 /// X.509 commands.
 #[derive(Subcommand)]
@@ -39,9 +39,8 @@ pub struct MintArgs {
     dns: Vec<String>,
     #[command(flatten)]
     target: AdminTarget,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::cli_defaults::output())]
-    output: Format,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 /// Runs an x509 command.
@@ -70,7 +69,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
     };
     write_identity(&a.out_dir, &identity)?;
     output::lifetime_note(granted);
-    match a.output {
+    match a.output.format {
         Format::Json => output::json(&json!({
             "spiffe_id": resp.spiffe_id,
             "serial": resp.serial,

@@ -2,6 +2,8 @@
 //! loopback port in a temp dir, and helpers to run the `writ` CLI.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod agent;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

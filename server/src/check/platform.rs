@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use writ_ca::TrustDomain;
 
-use crate::check::{Finding, Severity};
+use super::finding::{Finding, Severity};
 use crate::{JwtIssuerConfig, ServerConfig};
 
 /// Appends the findings for `[[jwt_issuers]]` and `trust_domain_aliases`.
