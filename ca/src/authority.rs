@@ -179,6 +179,11 @@ impl State {
 }
 
 /// The CA.
+///
+/// Single-process assumption, made here: the generations and the deny list are read from
+/// the store once, at open, and afterwards changed only through this value, which writes
+/// the store and then its own copy. A second process writing the same store would not be
+/// seen until a reopen; several servers on one store need a reload on change.
 pub struct Authority {
     settings: CaSettings,
     policy: Policy,

@@ -38,7 +38,8 @@ pub(crate) struct DenyList {
 }
 
 impl DenyList {
-    /// Loads every denied identity from `store`.
+    /// Loads every denied identity from `store`, once: later changes go through this list
+    /// (see the single-process note on [`crate::Authority`]).
     pub(crate) fn load(store: &dyn Store) -> Result<Self, Error> {
         let mut denied = BTreeMap::new();
         for (k, v) in store.scan(TREE)? {

@@ -77,6 +77,11 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub type LiveLeaves = BTreeMap<u64, (u64, u64)>;
 
 /// Durable storage for CA state, the issuance log and later features' records.
+///
+/// The trait itself assumes nothing about processes; its users and its embedded
+/// implementation do, each where it is made: [`crate::Authority`] reads its state once at
+/// open, and `writ-store`'s embedded store keeps the audit chain's tail, the live-leaf
+/// index and the group commit in its own memory.
 pub trait Store: Send + Sync {
     /// Reads `key` from `tree`.
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
