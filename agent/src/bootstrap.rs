@@ -99,10 +99,25 @@ pub async fn bootstrap(
     })
 }
 
-/// Presents `token` to the CA at `addr` with a CSR for a new key, asking for lifetime
-/// `ttl`, and checks the answer: the identity and what lifetime was granted. Nothing is
-/// written.
+/// Presents `token` to one of the CA servers `addr` lists with a CSR for a new key, asking
+/// for lifetime `ttl`, and checks the answer: the identity and what lifetime was granted.
+/// Nothing is written. A replica that cannot be reached or answers `UNAVAILABLE` gave
+/// nothing away (the token is only sent after the pinned handshake), so the next is tried;
+/// one that consumed the token answers, and a replay elsewhere is refused as used.
 pub async fn redeem(
+    addr: &str,
+    token: &SecretToken,
+    claims: &UnverifiedClaims,
+    key_type: KeyType,
+    ttl: Option<Duration>,
+) -> Result<(Identity, Option<Granted>), Error> {
+    crate::servers::each(addr, |one| async move {
+        redeem_at(&one, token, claims, key_type, ttl).await
+    })
+    .await
+}
+
+async fn redeem_at(
     addr: &str,
     token: &SecretToken,
     claims: &UnverifiedClaims,

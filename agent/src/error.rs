@@ -30,6 +30,9 @@ pub enum Error {
     /// The metrics endpoint (`--metrics-listen`) could not start.
     #[error("{0}; pick a free address for --metrics-listen, or leave it unset")]
     Metrics(String),
+    /// A setting is malformed (e.g. `--server`); nothing was attempted.
+    #[error("{0}")]
+    Config(String),
     /// There is no identity to start from.
     #[error("{0}")]
     NoIdentity(String),
@@ -69,7 +72,7 @@ impl Error {
                 code,
                 Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated
             ),
-            Error::Expired { .. } | Error::NoIdentity(_) => true,
+            Error::Expired { .. } | Error::NoIdentity(_) | Error::Config(_) => true,
             _ => false,
         }
     }

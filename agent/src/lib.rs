@@ -16,6 +16,7 @@ pub mod platform;
 pub mod renew;
 pub mod rotation;
 pub mod schedule;
+pub mod servers;
 pub mod status;
 pub mod uninstall;
 pub mod watch;

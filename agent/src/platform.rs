@@ -89,6 +89,20 @@ pub async fn obtain(
     key_type: KeyType,
     ttl: Option<Duration>,
 ) -> Result<Identity, Error> {
+    crate::servers::each(addr, |one| async move {
+        obtain_at(&one, source, current, key_type, ttl).await
+    })
+    .await
+}
+
+/// [`obtain`] from the server `addr`.
+async fn obtain_at(
+    addr: &str,
+    source: &JwtSource,
+    current: Option<&Identity>,
+    key_type: KeyType,
+    ttl: Option<Duration>,
+) -> Result<Identity, Error> {
     let token = read_token_file(&source.jwt_file, "JWT").map_err(Error::NoIdentity)?;
     let trust = source.trust(current)?;
     let config = client_config(trust, current)?;

@@ -39,8 +39,21 @@ pub struct Renewed {
     pub lifetime: Option<Granted>,
 }
 
-/// Renews `current` at the server `addr`, returning the new identity (not yet written).
-pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result<Renewed, Error> {
+/// Renews `current` at one of the servers `servers` lists (`host:port`, comma-separated;
+/// see [`crate::servers`]), returning the new identity (not yet written).
+pub async fn renew(
+    servers: &str,
+    current: &Identity,
+    opts: RenewOptions,
+) -> Result<Renewed, Error> {
+    crate::servers::each(servers, |addr| async move {
+        renew_at(&addr, current, opts).await
+    })
+    .await
+}
+
+/// [`renew`] at the server `addr`.
+async fn renew_at(addr: &str, current: &Identity, opts: RenewOptions) -> Result<Renewed, Error> {
     let leaf = current.leaf_info()?;
     let id = leaf.spiffe_id()?;
     if leaf.not_after <= SystemTime::now() {
@@ -97,7 +110,8 @@ pub async fn renew(addr: &str, current: &Identity, opts: RenewOptions) -> Result
     })
 }
 
-/// Renews the identity stored in `dir` and replaces the files as a set.
+/// Renews the identity stored in `dir` at one of `addr`'s servers and replaces the files
+/// as a set.
 pub async fn renew_dir(addr: &str, dir: &Path, opts: RenewOptions) -> Result<Renewed, Error> {
     let current = files::read_identity(dir)?.ok_or_else(|| {
         Error::NoIdentity(format!(

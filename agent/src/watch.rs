@@ -75,9 +75,24 @@ enum Inner {
 }
 
 impl BundleWatch {
-    /// Opens a watch on the server at `addr` (`host:port`) over `transport`. `identity` is
-    /// presented on gRPC only: the push channel serves the public bundle to anyone.
+    /// Opens a watch on one of the servers `addr` lists (`host:port`, comma-separated; see
+    /// [`crate::servers`]) over `transport`. `identity` is presented on gRPC only: the push
+    /// channel serves the public bundle to anyone.
     pub async fn open(
+        addr: &str,
+        trust: ServerTrust,
+        identity: Option<&Identity>,
+        transport: Transport,
+    ) -> Result<Self, Error> {
+        let trust = &trust;
+        crate::servers::each(addr, |one| async move {
+            Self::open_at(&one, trust.clone(), identity, transport).await
+        })
+        .await
+    }
+
+    /// [`BundleWatch::open`] on the server at `addr`.
+    async fn open_at(
         addr: &str,
         trust: ServerTrust,
         identity: Option<&Identity>,

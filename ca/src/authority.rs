@@ -109,9 +109,9 @@ pub struct Issuance {
     pub own_root: bool,
 }
 
-/// A value whose issuance record is written but not yet durable. [`Unsynced::synced`]
-/// releases it: call it only after [`Store::sync`] returned (or a committer that calls it
-/// reported this write durable), so no certificate leaves the CA unrecorded.
+/// A value whose issuance record is written but not yet durable. The only way to the value
+/// is [`Unsynced::synced`], which takes the [`Flushed`] receipt of a flush made after the
+/// write: no certificate can leave the CA unrecorded by forgetting to wait.
 #[must_use = "an unsynced issuance must be synced and then released"]
 #[derive(Debug)]
 pub struct Unsynced<T>(T);
@@ -122,9 +122,26 @@ impl<T> Unsynced<T> {
         &self.0
     }
 
-    /// The value, once its record is durable.
-    pub fn synced(self) -> T {
+    /// The value, now that `flushed` shows its record durable. Pass the receipt of a flush
+    /// that began after this value's write: [`Flushed::sync`] right after it, or a group
+    /// committer's receipt for a flush that covered it.
+    pub fn synced(self, flushed: &Flushed) -> T {
+        let Flushed(()) = flushed;
         self.0
+    }
+}
+
+/// The receipt of a completed [`Store::sync`]: made only by [`Flushed::sync`], it is what
+/// [`Unsynced::synced`] asks for.
+#[derive(Debug)]
+pub struct Flushed(());
+
+impl Flushed {
+    /// Syncs `store` (everything written to it before the call becomes durable) and
+    /// returns the receipt.
+    pub fn sync(store: &dyn Store) -> Result<Flushed, Error> {
+        store.sync()?;
+        Ok(Flushed(()))
     }
 }
 
@@ -291,8 +308,7 @@ impl Authority {
         now: SystemTime,
     ) -> Result<Issuance, Error> {
         let issuance = self.issue_unsynced(csr, request, now)?;
-        self.store.sync()?;
-        Ok(issuance.synced())
+        Ok(issuance.synced(&Flushed::sync(self.store.as_ref())?))
     }
 
     /// Like [`Authority::issue`], but the issuance record is not yet durable: the caller
@@ -331,8 +347,7 @@ impl Authority {
         now: SystemTime,
     ) -> Result<Issuance, Error> {
         let issuance = self.issue_template_unsynced(template, now)?;
-        self.store.sync()?;
-        Ok(issuance.synced())
+        Ok(issuance.synced(&Flushed::sync(self.store.as_ref())?))
     }
 
     /// [`Authority::issue_template`] without the final sync (see

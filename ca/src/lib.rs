@@ -27,8 +27,8 @@ mod verify;
 pub mod x509;
 
 pub use authority::{
-    Authority, CaSettings, GenerationSummary, Issuance, NextStep, RecentLeaf, RecentLeaves,
-    RotationAction, Unsynced,
+    Authority, CaSettings, Flushed, GenerationSummary, Issuance, NextStep, RecentLeaf,
+    RecentLeaves, RotationAction, Unsynced,
 };
 pub use bundle::TrustBundle;
 pub use csr::{Csr, MAX_CSR_LEN, OtherSan, build_bare_csr, build_csr};

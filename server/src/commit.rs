@@ -8,6 +8,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
+use writ_ca::Flushed;
 use writ_ca::store::Store;
 
 use crate::metrics::ServerMetrics;
@@ -25,6 +26,8 @@ const GATHER_MAX: Duration = Duration::from_millis(2);
 struct Progress {
     /// Writes known durable (every ticket up to this one).
     durable: u64,
+    /// The receipt of the flush that made them durable.
+    receipt: Option<Arc<Flushed>>,
     /// The last flush failure and the newest ticket it covered: those writes are refused;
     /// later ones wait for the next attempt.
     failure: Option<(u64, String)>,
@@ -111,15 +114,16 @@ impl Committer {
             // so everything up to here is covered by the flush below.
             let target = self.requested.load(Ordering::Acquire);
             let started = Instant::now();
-            let result = store.sync();
+            let result = Flushed::sync(store);
             self.metrics
                 .flushed(target - durable, started.elapsed(), result.is_ok());
             if result.is_ok() {
                 self.durable.fetch_max(target, Ordering::AcqRel);
             }
             self.progress.send_modify(|p| match result {
-                Ok(()) => {
+                Ok(receipt) => {
                     p.durable = p.durable.max(target);
+                    p.receipt = Some(Arc::new(receipt));
                     p.failure = None;
                 }
                 Err(e) => p.failure = Some((target, e.to_string())),
@@ -195,11 +199,12 @@ impl Committer {
     /// Waits until everything written before this call is durable.
     #[cfg(test)]
     pub(crate) async fn durable(&self) -> Result<(), String> {
-        self.wait(self.written()).await
+        self.wait(self.written()).await.map(drop)
     }
 
-    /// Waits until the record behind `ticket` is durable, or its flush failed.
-    pub(crate) async fn wait(&self, ticket: Ticket) -> Result<(), String> {
+    /// Waits until the record behind `ticket` is durable, or its flush failed; returns the
+    /// receipt of the flush that covered it.
+    pub(crate) async fn wait(&self, ticket: Ticket) -> Result<Arc<Flushed>, String> {
         let Ticket(ticket) = ticket;
         let mut rx = self.progress.subscribe();
         let failed = |p: &Progress| {
@@ -212,8 +217,10 @@ impl Committer {
             .wait_for(|p| p.durable >= ticket || failed(p).is_some())
             .await
             .map_err(|_| "the commit thread stopped".to_owned())?;
-        if progress.durable >= ticket {
-            return Ok(());
+        if progress.durable >= ticket
+            && let Some(receipt) = &progress.receipt
+        {
+            return Ok(receipt.clone());
         }
         Err(failed(&progress).map_or_else(|| "not durable".into(), |(_, e)| e))
     }

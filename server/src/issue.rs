@@ -7,9 +7,10 @@
 //!    the token consumed and the leaf signed on a blocking thread (store reads, fsyncs);
 //! 2. either way the CA hands back the leaf as [`Unsynced`]: its issuance record is
 //!    written, not yet durable;
-//! 3. [`Shared::durable`] waits for the committer's flush that covers the record. It is
-//!    the only place in the server that releases an [`Unsynced`], so no answer leaves
-//!    before its record is durable, and every issuance shares the same group commit.
+//! 3. [`Shared::durable`] waits for the committer's flush that covers the record and
+//!    releases the leaf with that flush's receipt ([`writ_ca::Flushed`]): an
+//!    [`Unsynced`] opens only with one, so no answer can leave before its record is
+//!    durable, and every issuance shares the same group commit.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,11 +72,11 @@ impl Shared {
         // The ticket is taken after the record was written, so the flush it waits for
         // covers it.
         let ticket = self.committer.written();
-        self.committer.wait(ticket).await.map_err(|e| {
+        let flushed = self.committer.wait(ticket).await.map_err(|e| {
             tracing::error!(error = %e, "recording an issuance durably failed; certificate withheld");
             Status::internal("the CA could not record the certificate durably; see the server log")
         })?;
-        Ok(pending.synced())
+        Ok(pending.synced(&flushed))
     }
 
     /// Redeems a bootstrap token on a blocking thread (verifying reads the store and

@@ -47,9 +47,10 @@ enum Sub {
 /// Flags of the agent itself; each may also be set in the --config TOML file.
 #[derive(Args, Default)]
 struct RunArgs {
-    /// The writ server, host:port.
-    #[arg(long, env = "WRIT_SERVER")]
-    server: Option<String>,
+    /// The writ server, host:port; several replicas comma-separated or the flag repeated
+    /// (renewals and the bundle watch skip one that is down or unavailable).
+    #[arg(long, env = "WRIT_SERVER", value_delimiter = ',', num_args = 1)]
+    server: Vec<String>,
     /// Directory for cert.pem, key.pem (0600) and bundle.pem, replaced atomically as a set.
     #[arg(long)]
     out_dir: Option<PathBuf>,
@@ -134,8 +135,8 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         }
         None => AgentFileConfig::default(),
     };
-    let server = a
-        .server
+    let server = Some(a.server.join(","))
+        .filter(|s| !s.is_empty())
         .or(file.server)
         .or_else(|| crate::cli_defaults::server().map(str::to_owned))
         .context("--server HOST:PORT is required")?;

@@ -12,9 +12,11 @@ use crate::output::{self, Format, OutputArg, outln};
 /// `writ bootstrap` flags.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The writ server, host:port. The token pins its root, so any address reaching it works.
-    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server())]
-    server: String,
+    /// The writ server, host:port; several replicas comma-separated or the flag repeated
+    /// (one that is down or unavailable is skipped). The token pins its root, so any
+    /// address reaching it works.
+    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server(), value_delimiter = ',', num_args = 1)]
+    server: Vec<String>,
     /// File holding the token from `writ token create`; deleted once redeemed. Not read
     /// when the out dir already holds an unexpired certificate.
     #[arg(long)]
@@ -35,8 +37,9 @@ pub struct Args {
 
 /// Redeems the token unless the out dir already holds a valid certificate.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    let server = a.server.join(",");
     let done = bootstrap(
-        &a.server,
+        &server,
         &a.token_file,
         &a.out_dir,
         a.key_type,
@@ -70,7 +73,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             )?;
             outln!(
                 "  keep it fresh with: writ renew --server {} --dir {}",
-                a.server,
+                server,
                 a.out_dir.display()
             )?;
         }

@@ -12,9 +12,10 @@ use crate::output::{self, Format, OutputArg, outln};
 /// `writ renew` flags.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The writ server, host:port.
-    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server())]
-    server: String,
+    /// The writ server, host:port; several replicas comma-separated or the flag repeated
+    /// (one that is down or unavailable is skipped).
+    #[arg(long, env = "WRIT_SERVER", default_value = crate::cli_defaults::server(), value_delimiter = ',', num_args = 1)]
+    server: Vec<String>,
     /// Directory holding cert.pem, key.pem and bundle.pem; replaced as a set on success.
     #[arg(long)]
     dir: PathBuf,
@@ -34,7 +35,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         key_type: a.key_type,
         ttl: a.ttl.map(Ttl::duration),
     };
-    let renewed = renew_dir(&a.server, &a.dir, opts).await?;
+    let renewed = renew_dir(&a.server.join(","), &a.dir, opts).await?;
     let leaf = renewed.identity.leaf_info()?;
     output::lifetime_note(renewed.lifetime);
     match a.output.format {

@@ -13,7 +13,12 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent, logging errors only (to the test's stderr).
     pub fn start(server: &Server, out_dir: &Path, extra: &[&str]) -> Agent {
-        let child = Self::command(server, out_dir, extra)
+        Self::start_at(&server.addr, out_dir, extra)
+    }
+
+    /// Like [`Agent::start`] with `--server servers` (one address or several).
+    pub fn start_at(servers: &str, out_dir: &Path, extra: &[&str]) -> Agent {
+        let child = Self::command(servers, out_dir, extra)
             .env("WRIT_LOG", "error")
             .spawn()
             .unwrap();
@@ -22,7 +27,7 @@ impl Agent {
 
     /// Like [`Agent::start`], logging warnings and errors to `log`.
     pub fn start_logged(server: &Server, out_dir: &Path, extra: &[&str], log: &Path) -> Agent {
-        let child = Self::command(server, out_dir, extra)
+        let child = Self::command(&server.addr, out_dir, extra)
             .env("WRIT_LOG", "warn")
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -30,9 +35,9 @@ impl Agent {
         Agent { child }
     }
 
-    fn command(server: &Server, out_dir: &Path, extra: &[&str]) -> Command {
+    fn command(servers: &str, out_dir: &Path, extra: &[&str]) -> Command {
         let mut c = Command::new(writ_bin());
-        c.args(["agent", "--server", &server.addr, "--out-dir"])
+        c.args(["agent", "--server", servers, "--out-dir"])
             .arg(out_dir)
             .args(extra)
             .stdin(Stdio::null());
