@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::agent::Agent;
 use common::{Server, wait_until};
+use writ_agent::status::AgentStatus;
 
 const ID: &str = "spiffe://cluster.local/ns/py/sa/client";
 const PYTHON_ENV: &str = "WRIT_PYTHON";
@@ -126,4 +127,50 @@ fn grpcio_calls_the_admin_socket() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["trust_domain"], server.trust_domain);
     assert!(v["bytes"].as_u64().unwrap() > 100, "no roots in {v}");
+}
+
+/// A caller whose uid the agent does not allow gets `PermissionDenied` naming its uid,
+/// through grpcio and through py-spiffe, and the refusals are counted.
+#[test]
+fn a_caller_the_agent_does_not_allow_is_refused_by_uid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let out = tmp.path().join("id");
+    server.mint_json(ID, &out, &[]);
+    let socket = tmp.path().join("workload.sock");
+    let socket_arg = socket.display().to_string();
+    // Not this test's uid: the allow list replaces the default (the agent's uid and root).
+    let me = nix::unistd::getuid().as_raw();
+    let other = (me + 4242).to_string();
+    let _agent = Agent::start(
+        &server,
+        &out,
+        &[
+            "--workload-api-socket",
+            &socket_arg,
+            "--workload-uid",
+            &other,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()
+        && AgentStatus::read(&out)
+            .is_some_and(|s| s.metrics_listen.is_some())));
+    let got = run_python("py_spiffe_refused.py", &[&socket_arg]);
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(v["code"], "PERMISSION_DENIED", "{v}");
+    let details = v["details"].as_str().unwrap();
+    assert!(details.contains(&format!("uid {me} ")), "{details}");
+    assert!(details.contains("--workload-uid"), "{details}");
+    assert!(
+        v["py_spiffe"].as_str().is_some_and(|e| !e.is_empty()),
+        "{v}"
+    );
+
+    let metrics = AgentStatus::read(&out).unwrap().metrics_listen.unwrap();
+    let (status, page) = common::http_get(&metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let refused = common::metric(&page, "writ_agent_workload_api_refused_total", "").unwrap();
+    assert!(refused >= 2.0, "{page}");
 }

@@ -38,6 +38,10 @@ pub struct AgentFileConfig {
     pub ttl: Option<Ttl>,
     /// Prometheus metrics and `/healthz` over plain HTTP (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// uids whose processes may call the Workload API (default: the agent's and root).
+    pub workload_uids: Option<Vec<u32>>,
+    /// gids whose processes may call the Workload API.
+    pub workload_gids: Option<Vec<u32>>,
 }
 
 impl AgentFileConfig {
@@ -169,6 +173,31 @@ pub fn check_agent_config(text: &str) -> Vec<ConfigFinding> {
             "put the socket in a directory only the agent's user can write".into(),
         ));
     }
+    if let Some(sock) = &c.workload_api_socket
+        && let Some(mode) = mode(sock).filter(|m| m & 0o006 != 0)
+    {
+        out.push(finding(
+            true,
+            "workload_api_socket",
+            format!(
+                "{} is accessible to every local user (mode {mode:04o}); only the uid check stands between them and the private key",
+                sock.display()
+            ),
+            format!("chmod 0660 {} (the agent makes it so at start)", sock.display()),
+        ));
+    }
+    let (uids, gids) = (&c.workload_uids, &c.workload_gids);
+    if (uids.is_some() || gids.is_some())
+        && uids.as_ref().is_none_or(Vec::is_empty)
+        && gids.as_ref().is_none_or(Vec::is_empty)
+    {
+        out.push(finding(
+            true,
+            "workload_uids",
+            "the Workload API allow list is empty: the agent would serve nobody and refuses to start".into(),
+            "list the workloads' uids (workload_uids = [1000]) or gids, or remove both for the default (the agent's user and root)".into(),
+        ));
+    }
     out
 }
 
@@ -181,6 +210,44 @@ fn mode(p: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_allow_list_and_a_world_accessible_socket_are_flagged() {
+        let base = "server = \"a:1\"\nout_dir = \"/x\"\n";
+        for lists in [
+            "workload_uids = []\n",
+            "workload_uids = []\nworkload_gids = []\n",
+        ] {
+            let f = check_agent_config(&format!("{base}{lists}"));
+            assert!(
+                f.iter().any(|f| f.error && f.subject == "workload_uids"),
+                "{f:?}"
+            );
+        }
+        for fine in ["workload_uids = [1000]\n", "workload_gids = [5]\n", ""] {
+            let f = check_agent_config(&format!("{base}{fine}"));
+            assert!(
+                f.iter().all(|f| f.subject != "workload_uids"),
+                "{fine}: {f:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("w.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let text = format!(
+            "{base}workload_api_socket = {:?}\n",
+            sock.display().to_string()
+        );
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
+        assert!(check_agent_config(&text).is_empty());
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let f = check_agent_config(&text);
+        assert!(
+            f.iter()
+                .any(|f| f.error && f.message.contains("every local user")),
+            "{f:?}"
+        );
+    }
 
     #[test]
     fn findings() {

@@ -27,6 +27,8 @@ pub(crate) struct AgentMetrics {
     rotation_failures: Counter,
     bundle_updates: Counter,
     workload_clients: Gauge,
+    /// Workload API callers refused by the peer-credential check.
+    pub(crate) workload_refused: Counter,
     /// Open Workload API streams, counted by the Workload API itself.
     open_streams: Mutex<Option<Arc<AtomicUsize>>>,
 }
@@ -92,6 +94,11 @@ impl AgentMetrics {
             "writ_agent_bundle_updates",
             "Trust bundle changes applied since start",
             self.bundle_updates.clone(),
+        );
+        r.register(
+            "writ_agent_workload_api_refused",
+            "Workload API calls refused because the caller's uid and gid are not allowed",
+            self.workload_refused.clone(),
         );
         r.register(
             "writ_agent_workload_api_clients",

@@ -52,6 +52,8 @@ pub struct AgentOptions {
     pub jwt: Option<JwtSource>,
     /// Serve Prometheus metrics and `/healthz` over plain HTTP here (off when `None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Who may call the Workload API.
+    pub workload_callers: workload::Callers,
 }
 
 type Current = watch::Sender<Option<Arc<Identity>>>;
@@ -129,7 +131,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), 
 
     if let Some(socket) = agent.opts.workload_api_socket.clone() {
         let stop = shutdown.clone();
-        let api = workload::WorkloadApi::new(rx, id.trust_domain());
+        let api = workload::WorkloadApi::new(rx, id.trust_domain())
+            .with_callers(agent.opts.workload_callers.clone())
+            .counting_refusals(agent.metrics.workload_refused.clone());
         agent.metrics.workload_streams(api.open_streams());
         tokio::spawn(async move {
             if let Err(e) = api.serve(&socket, stop.cancelled_owned()).await {
@@ -503,6 +507,7 @@ mod tests {
                 ttl: None,
                 jwt: None,
                 metrics_listen: None,
+                workload_callers: workload::Callers::default(),
             },
             current,
             status: Mutex::new(AgentStatus::default()),

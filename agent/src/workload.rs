@@ -3,13 +3,14 @@
 //! SDS-over-Workload-API clients get their X509-SVID and bundle from `writ agent`. The JWT
 //! methods answer `Unimplemented`.
 //!
-//! The agent holds one identity and serves it to whoever can connect: unlike SPIRE, it does
-//! not attest callers (SPIRE reads the peer's credentials and picks registration entries,
-//! which is why its socket can be world-connectable). Access is therefore decided by file
-//! permissions: the socket is made mode 0660 and a parent directory it creates is 0750, so
-//! only the agent's user and group reach it. To serve a workload running as another user,
-//! put that user in the agent's group or share the directory with the workload (for
-//! instance a Kubernetes `emptyDir` with `fsGroup`); never loosen the socket to 0666.
+//! The agent holds one identity, private key included, and serves it only to callers its
+//! allow list names ([`Callers`]: by the uid or gid the kernel reports for the connecting
+//! process, default the agent's own user and root); anyone else gets `PermissionDenied`
+//! naming their uid, counted in `writ_agent_workload_api_refused_total`. File permissions
+//! are a second gate: the socket is made mode 0660 and a parent directory it creates is
+//! 0750. To serve a workload running as another user, allow its uid (`--workload-uid`) and
+//! let it reach the socket (the agent's group, or a directory shared with the workload such
+//! as a Kubernetes `emptyDir` with `fsGroup`); never loosen the socket to 0666.
 
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder};
@@ -24,8 +25,10 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use writ_ca::TrustDomain;
+use writ_metrics::prometheus_client::metrics::counter::Counter;
 use writ_proto::WORKLOAD_SECURITY_HEADER;
 use writ_proto::workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
@@ -37,6 +40,10 @@ use writ_proto::workload::{
 };
 
 use crate::files::Identity;
+
+mod callers;
+
+pub use callers::{Callers, MAX_ALLOWED};
 
 /// Mode of the socket file: read/write (connect) for the agent's user and group only.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -105,6 +112,8 @@ pub async fn serve(
 pub struct WorkloadApi {
     identity: watch::Receiver<Option<Arc<Identity>>>,
     trust_domain: TrustDomain,
+    callers: Arc<Callers>,
+    refused: Counter,
     open_streams: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
@@ -118,9 +127,38 @@ impl WorkloadApi {
         Self {
             identity,
             trust_domain,
+            callers: Arc::new(Callers::default()),
+            refused: Counter::default(),
             open_streams: Arc::new(AtomicUsize::new(0)),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// Serves only `callers` instead of the default (the agent's own user and root).
+    pub fn with_callers(mut self, callers: Callers) -> Self {
+        self.callers = Arc::new(callers);
+        self
+    }
+
+    /// Counts refused callers in `counter` (a metric).
+    pub fn counting_refusals(mut self, counter: Counter) -> Self {
+        self.refused = counter;
+        self
+    }
+
+    /// The peer-credential check and the security header, in that order: a refused caller
+    /// learns nothing about the API.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let peer = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|i| i.peer_cred.as_ref());
+        if let Err(refused) = self.callers.admit(peer) {
+            self.refused.inc();
+            tracing::warn!(reason = refused.message(), "Workload API caller refused");
+            return Err(refused);
+        }
+        check_header(request)
     }
 
     /// The number of open `FetchX509SVID`/`FetchX509Bundles` streams (connected workloads),
@@ -215,7 +253,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        check_header(&request)?;
+        self.admit(&request)?;
         tracing::debug!("workload opened an X509-SVID stream");
         Ok(Response::new(self.stream(|id| Some(svid_response(id)))))
     }
@@ -224,7 +262,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        check_header(&request)?;
+        self.admit(&request)?;
         tracing::debug!("workload opened an X.509 bundle stream");
         let td = self.trust_domain.id_string();
         let mut last: Option<Vec<u8>> = None;
@@ -246,7 +284,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        check_header(&request)?;
+        self.admit(&request)?;
         Err(Status::unimplemented(JWT_UNIMPLEMENTED))
     }
 
@@ -254,7 +292,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        check_header(&request)?;
+        self.admit(&request)?;
         Err(Status::unimplemented(JWT_UNIMPLEMENTED))
     }
 
@@ -262,7 +300,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        check_header(&request)?;
+        self.admit(&request)?;
         Err(Status::unimplemented(JWT_UNIMPLEMENTED))
     }
 }

@@ -92,6 +92,13 @@ struct RunArgs {
     /// held) over plain HTTP on this address; the bound address is in `writ agent status`.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// A uid whose processes may call the Workload API (repeatable) [default: the agent's
+    /// own uid and root; giving any --workload-uid or --workload-gid replaces it].
+    #[arg(long = "workload-uid", value_name = "UID")]
+    workload_uid: Vec<u32>,
+    /// A gid whose processes (by their primary group) may call the Workload API (repeatable).
+    #[arg(long = "workload-gid", value_name = "GID")]
+    workload_gid: Vec<u32>,
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -180,7 +187,19 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
             })
         }
     };
+    // The flags replace the file's lists, and either replaces the default.
+    let (uids, gids) = if a.workload_uid.is_empty() && a.workload_gid.is_empty() {
+        (file.workload_uids, file.workload_gids)
+    } else {
+        (Some(a.workload_uid), Some(a.workload_gid))
+    };
+    let workload_callers = match (uids, gids) {
+        (None, None) => writ_agent::workload::Callers::default(),
+        (u, g) => writ_agent::workload::Callers::new(u.unwrap_or_default(), g.unwrap_or_default())
+            .map_err(anyhow::Error::msg)?,
+    };
     let opts = AgentOptions {
+        workload_callers,
         jwt,
         server,
         out_dir,
