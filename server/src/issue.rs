@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tonic::Status;
-use writ_bootstrap::SecretToken;
+use writ_bootstrap::{Jti, SecretToken};
 use writ_ca::{AuthMethod, Caller, Csr, Issuance, LeafRequest, Rules, Unsynced};
 
 use crate::caller::Credential;
@@ -47,6 +47,8 @@ impl Shared {
         request: IssueRequest,
     ) -> Result<Issuance, Status> {
         let method = credential.method();
+        // The token's id, to log once the certificate it bought is durable.
+        let mut redeemed = None;
         let pending = match credential {
             // A P-256 signature is tens of microseconds: cheaper on this async worker than
             // a hand-off to a blocking thread.
@@ -59,9 +61,16 @@ impl Shared {
                         ca_status(e)
                     })?
             }
-            Credential::Token(token) => self.clone().redeem_limited(token, request).await?,
+            Credential::Token(token) => {
+                let (pending, jti) = self.clone().redeem_limited(token, request).await?;
+                redeemed = Some(jti);
+                pending
+            }
         };
         let issuance = self.durable(pending).await?;
+        if let Some(jti) = redeemed {
+            tracing::info!(jti = %jti, spiffe_id = %issuance.id, serial = %issuance.leaf.serial, "issued for a bootstrap token");
+        }
         self.remember_issued(&issuance, method);
         Ok(issuance)
     }
@@ -86,7 +95,7 @@ impl Shared {
         self: Arc<Self>,
         token: SecretToken,
         request: IssueRequest,
-    ) -> Result<Unsynced<Issuance>, Status> {
+    ) -> Result<(Unsynced<Issuance>, Jti), Status> {
         tokio::task::spawn_blocking(move || {
             let jti = writ_bootstrap::peek_claims(token.expose())
                 .ok()
@@ -100,7 +109,8 @@ impl Shared {
     }
 
     /// Redeems `token` for a certificate for the request's CSR: verify → evaluate the CSR
-    /// → consume → sign → record the serial. Blocking (store reads, fsyncs).
+    /// → consume → sign → record the serial. Blocking (store reads, fsyncs). Returns the
+    /// token's id with the pending certificate.
     ///
     /// Only `consume` changes the token's state, and it runs after the CSR passed the
     /// policy, so a refused CSR leaves the token redeemable. If issuing fails after the
@@ -109,7 +119,7 @@ impl Shared {
         &self,
         token: &SecretToken,
         request: &IssueRequest,
-    ) -> Result<Unsynced<Issuance>, Status> {
+    ) -> Result<(Unsynced<Issuance>, Jti), Status> {
         let bootstrap = &self.bootstrap;
         let verified = bootstrap
             .verify(token.expose(), SystemTime::now())
@@ -145,8 +155,7 @@ impl Shared {
         if let Err(e) = bootstrap.record_serial(&jti, &serial) {
             tracing::error!(jti = %jti, serial = %serial, error = %e, "recording the bootstrap token's certificate serial failed");
         }
-        tracing::info!(jti = %jti, spiffe_id = %caller.id, serial = %serial, "issued for a bootstrap token");
-        Ok(pending)
+        Ok((pending, jti))
     }
 
     /// Notes a leaf this server just handed out, so the agent's next connection with it
