@@ -1,5 +1,7 @@
 use crate::frame::*;
 
+use bytes::BufMut;
+
 #[derive(Debug, Eq, PartialEq)]
 pub struct Priority {
     stream_id: StreamId,
@@ -32,6 +34,15 @@ impl Priority {
             stream_id: head.stream_id(),
             dependency,
         })
+    }
+
+    // writ patch (see vendor/README.md): upstream panicked when asked to
+    // write a PRIORITY frame. h2 never queues one, but a frame it can read it can also
+    // write: RFC 9113 §6.3, a 5-octet payload on the frame's own stream.
+    pub fn encode<B: BufMut>(&self, dst: &mut B) {
+        let head = Head::new(Kind::Priority, 0, self.stream_id);
+        head.encode(5, dst);
+        self.dependency.encode(dst);
     }
 }
 
@@ -68,5 +79,34 @@ impl StreamDependency {
 
     pub fn dependency_id(&self) -> StreamId {
         self.dependency_id
+    }
+
+    // writ patch: the inverse of `load` (RFC 9113 §5.3.1: E bit, 31-bit stream, weight).
+    pub fn encode<B: BufMut>(&self, dst: &mut B) {
+        let mut id = u32::from(self.dependency_id);
+        if self.is_exclusive {
+            id |= 1 << 31;
+        }
+        dst.put_u32(id);
+        dst.put_u8(self.weight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encoded_priority_frame_loads_back() {
+        let frame = Priority {
+            stream_id: StreamId::from(3),
+            dependency: StreamDependency::new(StreamId::from(1), 200, true),
+        };
+        let mut buf = Vec::new();
+        frame.encode(&mut buf);
+        assert_eq!(buf.len(), 9 + 5);
+        let head = Head::parse(&buf);
+        assert_eq!(head.kind(), Kind::Priority);
+        assert_eq!(Priority::load(head, &buf[9..]).unwrap(), frame);
     }
 }
