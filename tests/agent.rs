@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::agent::Agent;
-use common::{Server, wait_until, writ, writ_bin};
+use common::{Server, serial, wait_until, writ, writ_bin};
 use writ_agent::files::read_identity;
 use writ_agent::status::AgentStatus;
 
@@ -19,15 +19,6 @@ const ID: &str = "spiffe://cluster.local/ns/prod/sa/api";
 
 fn mint(server: &Server, dir: &Path, ttl: &str) {
     common::assert_success(&server.mint_ttl(ID, dir, ttl, &[]), &["x509", "mint"]);
-}
-
-fn serial(dir: &Path) -> String {
-    read_identity(dir)
-        .unwrap()
-        .unwrap()
-        .leaf_info()
-        .unwrap()
-        .serial
 }
 
 fn lines(path: &Path) -> usize {

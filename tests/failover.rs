@@ -13,22 +13,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::agent::Agent;
-use common::{Server, assert_success, wait_until, writ};
+use common::{Server, assert_success, serial, wait_until, writ};
 use writ_agent::files::read_identity;
 use writ_agent::status::AgentStatus;
 
 const ID: &str = "spiffe://cluster.local/ns/prod/sa/web";
 const VM: &str = "spiffe://cluster.local/vm/build-01";
 const TTL: &[&str] = &["--min-ttl", "1s", "--default-ttl", "4s"];
-
-fn serial(dir: &Path) -> String {
-    read_identity(dir)
-        .unwrap()
-        .unwrap()
-        .leaf_info()
-        .unwrap()
-        .serial
-}
 
 /// Two running replicas of one CA, an identity in `id` and a bootstrap token in `token`
 /// (both made before the copy, so both replicas know them).

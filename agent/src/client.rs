@@ -150,7 +150,7 @@ fn config(
             .map_err(Error::Ca)?,
         accept,
         trust,
-        signatures: writ_proto::tls::Tls13Signatures::new(),
+        signatures: writ_proto::tls::Tls13Signatures::of(&provider),
         last_verified: Mutex::new(None),
     });
     let builder = ClientConfig::builder_with_provider(provider)
@@ -367,7 +367,7 @@ mod tests {
                 trust_domain: td,
                 roots: vec![root],
             },
-            signatures: writ_proto::tls::Tls13Signatures::new(),
+            signatures: writ_proto::tls::Tls13Signatures::of(&writ_proto::tls::crypto_provider()),
             last_verified: Mutex::new(None),
         }
     }
@@ -412,7 +412,7 @@ mod tests {
                 trust_domain: td,
                 roots: vec![root],
             },
-            signatures: writ_proto::tls::Tls13Signatures::new(),
+            signatures: writ_proto::tls::Tls13Signatures::of(&writ_proto::tls::crypto_provider()),
             last_verified: Mutex::new(None),
         };
         let now = SystemTime::now();

@@ -125,8 +125,7 @@ impl<T> Unsynced<T> {
     /// The value, now that `flushed` shows its record durable. Pass the receipt of a flush
     /// that began after this value's write: [`Flushed::sync`] right after it, or a group
     /// committer's receipt for a flush that covered it.
-    pub fn synced(self, flushed: &Flushed) -> T {
-        let Flushed(()) = flushed;
+    pub fn synced(self, _flushed: &Flushed) -> T {
         self.0
     }
 }

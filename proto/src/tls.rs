@@ -46,10 +46,10 @@ pub struct Tls13Signatures {
 }
 
 impl Tls13Signatures {
-    /// The signature algorithms of [`crypto_provider`].
-    pub fn new() -> Self {
+    /// The signature algorithms of `provider` (writ's is [`crypto_provider`]).
+    pub fn of(provider: &CryptoProvider) -> Self {
         Self {
-            algorithms: crypto_provider().signature_verification_algorithms,
+            algorithms: provider.signature_verification_algorithms,
         }
     }
 
@@ -73,12 +73,6 @@ impl Tls13Signatures {
     /// The signature schemes a peer may use.
     pub fn schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-impl Default for Tls13Signatures {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -47,24 +47,24 @@ impl Shared {
         request: IssueRequest,
     ) -> Result<Issuance, Status> {
         let method = credential.method();
-        // The token's id, to log once the certificate it bought is durable.
-        let mut redeemed = None;
-        let pending = match credential {
+        // A token's id comes back with its certificate, to log once that is durable.
+        let (pending, redeemed) = match credential {
             // A P-256 signature is tens of microseconds: cheaper on this async worker than
             // a hand-off to a blocking thread.
             Credential::Proven(caller) => {
                 let ask = LeafRequest::new(&caller, request.ttl, request.rules);
-                self.authority
+                let pending = self
+                    .authority
                     .issue_unsynced(&request.csr, &ask, SystemTime::now())
                     .map_err(|e| {
                         tracing::warn!(spiffe_id = %caller.id, error = %e, "signing refused");
                         ca_status(e)
-                    })?
+                    })?;
+                (pending, None)
             }
             Credential::Token(token) => {
                 let (pending, jti) = self.clone().redeem_limited(token, request).await?;
-                redeemed = Some(jti);
-                pending
+                (pending, Some(jti))
             }
         };
         let issuance = self.durable(pending).await?;

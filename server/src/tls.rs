@@ -133,7 +133,7 @@ impl ClientCertVerifier for PossessionOnly {
 pub fn server_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
     let provider = provider();
     let verifier = Arc::new(PossessionOnly {
-        signatures: writ_proto::tls::Tls13Signatures::new(),
+        signatures: writ_proto::tls::Tls13Signatures::of(&provider),
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -316,6 +316,16 @@ pub fn mint_identity(server: &Server, dir: &Path, id: &str) -> writ_agent::files
     writ_agent::files::read_identity(dir).unwrap().unwrap()
 }
 
+/// The serial of the certificate in the identity dir `dir` (lowercase hex).
+pub fn serial(dir: &Path) -> String {
+    writ_agent::files::read_identity(dir)
+        .unwrap()
+        .unwrap()
+        .leaf_info()
+        .unwrap()
+        .serial
+}
+
 /// Serials of every certificate the server's log holds for `spiffe_id` (not the server's
 /// own certificates, one per start).
 pub fn logged_serials(server: &Server, spiffe_id: &str) -> std::collections::HashSet<String> {

@@ -97,21 +97,12 @@ mod tests {
 
     /// The credentials of this process, as a peer on a socket pair sees them.
     fn own_cred() -> UCred {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let _rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
-        let _guard = _rt.enter();
-        tokio::net::UnixStream::from_std(a)
-            .unwrap()
-            .peer_cred()
-            .unwrap()
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        a.peer_cred().unwrap()
     }
 
-    #[test]
-    fn a_caller_is_admitted_by_uid_or_gid_and_refused_by_name_otherwise() {
+    #[tokio::test]
+    async fn a_caller_is_admitted_by_uid_or_gid_and_refused_by_name_otherwise() {
         let me = own_cred();
         assert!(Callers::default().admit(Some(&me)).is_ok());
         assert!(
